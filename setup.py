@@ -1,0 +1,31 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="shardstream",
+    version="0.1.0",
+    description="Streaming API gateway for sharded REST applications (Twisted)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    # twisted/plugins has no __init__.py (it must not shadow Twisted's), so it
+    # is named explicitly to get the plugin into the wheel.
+    packages=find_packages(include=["shardstream", "shardstream.*"]) + ["twisted.plugins"],
+    package_data={"twisted.plugins": ["shardstream_plugin.py"]},
+    install_requires=[
+        "twisted>=24.7",
+        "treq>=24.9",
+        "ijson>=3.3",
+        "txaio>=23.1",
+        "service-identity>=24.1",
+        "pyopenssl>=24.0",
+        "orjson>=3.10",  # exact, fast encoding of parsed items (orjson.Fragment)
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100"],
+    },
+    entry_points={},
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+    ],
+)

@@ -1,0 +1,59 @@
+"""``twistd shardstream`` options and the service they describe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.python import usage
+
+from . import config as config_mod
+from .service import DemoService, GatewayService, StartupError
+
+
+class Options(usage.Options):
+    synopsis = "[--config PATH | --demo] [--listen ENDPOINT]"
+    longdesc = (
+        "Streaming API gateway for sharded REST applications. With --config it "
+        "serves the routes and shards of that TOML file; without it (or with "
+        "--demo) it starts four embedded demo shards and fronts them."
+    )
+    optParameters = [
+        ["config", "c", None, "Path of the TOML config file."],
+        [
+            "listen",
+            "l",
+            None,
+            "Listen endpoint, overriding server.listen "
+            f"(a Twisted endpoint string; default {config_mod.DEFAULT_LISTEN}).",
+        ],
+    ]
+    optFlags = [
+        ["demo", None, "Run in front of four embedded demo shards (the default without --config)."],
+    ]
+
+    loaded: config_mod.Config | None = None
+
+    def postOptions(self) -> None:
+        if self["config"] and self["demo"]:
+            raise StartupError("--config and --demo exclude each other")
+        if self["listen"]:
+            config_mod.check_endpoint(
+                self["listen"], lambda problem: _raise(f"--listen {self['listen']!r}: {problem}")
+            )
+        if self["config"]:
+            try:
+                self.loaded = config_mod.load(self["config"])
+            except config_mod.ConfigError as e:
+                raise StartupError(f"config error: {e}") from None
+        else:
+            self["demo"] = True
+
+
+def _raise(message: str) -> None:
+    raise StartupError(message)
+
+
+def make_service(options: Any) -> Any:
+    if options["demo"]:
+        return DemoService(listen=options["listen"])
+    return GatewayService(options.loaded, listen=options["listen"], config_path=options["config"])

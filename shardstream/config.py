@@ -1,0 +1,341 @@
+"""Load and validate the gateway's TOML config into immutable objects.
+
+Everything is checked before the gateway listens, so a typo never turns into
+a half-working daemon: every problem is reported as ``file: key: problem``.
+A loaded :class:`Config` is never mutated; a reload builds a new one.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+MODES = ("scatter", "route")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+SHARD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
+
+
+class ConfigError(Exception):
+    """A config problem, phrased so that ops can fix it without reading code."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        self.source, self.key, self.problem = source, key, problem
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = DEFAULT_LISTEN
+    max_body: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    connect_timeout: float = 2.0
+    first_byte_timeout: float = 5.0
+    idle_timeout: float = 10.0
+    total_timeout: float = 60.0
+    max_idle_connections: int = 64
+
+
+@dataclass(frozen=True)
+class Shard:
+    name: str
+    urls: tuple[str, ...]
+
+    @property
+    def url(self) -> str:
+        """The replica used for now (replica selection comes with health checks)."""
+        return self.urls[0]
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str
+    mode: str
+    methods: frozenset[str] | None  # None: every method
+    items: str | None = None
+    shard_key: str | None = None
+    params: tuple[str, ...] = ()
+    key: str = ""  # "routes[N]" for messages
+
+    def allows(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    server: ServerConfig
+    upstream: UpstreamConfig
+    shards: tuple[Shard, ...]
+    routes: tuple[Route, ...]
+    shard_map: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    def shard(self, name: str) -> Shard:
+        for shard in self.shards:
+            if shard.name == name:
+                return shard
+        raise KeyError(name)
+
+
+class _Table:
+    """One TOML table under validation; remembers its key path for messages."""
+
+    def __init__(self, source: str, key: str, data: Any) -> None:
+        self.source, self.key = source, key
+        if not isinstance(data, dict):
+            self.fail("", f"must be a table, not {_kind(data)}")
+        self.data: dict[str, Any] = data
+        self.seen: set[str] = set()
+
+    def path(self, name: str) -> str:
+        if not name:
+            return self.key
+        return f"{self.key}.{name}" if self.key else name
+
+    def fail(self, name: str, problem: str) -> None:
+        raise ConfigError(self.source, self.path(name), problem)
+
+    def get(self, name: str, default: Any = ...) -> Any:
+        self.seen.add(name)
+        if name not in self.data:
+            if default is ...:
+                self.fail(name, "is required")
+            return default
+        return self.data[name]
+
+    def string(self, name: str, default: Any = ...) -> Any:
+        value = self.get(name, default)
+        if value is not default and (not isinstance(value, str) or not value):
+            self.fail(name, f"must be a non-empty string, not {_kind(value)}")
+        return value
+
+    def number(self, name: str, default: float, integer: bool = False) -> Any:
+        value = self.get(name, default)
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            what = "a whole number" if integer else "a number"
+            self.fail(name, f"must be {what}, not {_kind(value)}")
+        if value <= 0:
+            self.fail(name, f"must be greater than 0, not {value}")
+        return value if integer else float(value)
+
+    def strings(self, name: str, default: Any = ...) -> Any:
+        value = self.get(name, default)
+        if value is default:
+            return value
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(v, str) and v for v in value)
+        ):
+            self.fail(name, "must be a non-empty list of non-empty strings")
+        return value
+
+    def table(self, name: str, required: bool = False) -> "_Table":
+        value = self.get(name, ... if required else {})
+        return _Table(self.source, self.path(name), value)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            known = ", ".join(sorted(self.seen))
+            self.fail(unknown[0], f"unknown key (known keys here: {known})")
+
+
+def _kind(value: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def load(path: str) -> Config:
+    """Read and validate a config file; raise ConfigError naming file and key."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(path, "", f"cannot read: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, "", f"invalid TOML: {e}") from None
+    return parse(data, path)
+
+
+def parse(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate an already-decoded config mapping (used by load and the demo)."""
+    top = _Table(source, "", data)
+    server = _server(top.table("server"))
+    upstream = _upstream(top.table("upstream"))
+    shards = _shards(top.table("shards", required=True))
+    names = {s.name for s in shards}
+    shard_map = _shard_map(top.table("shard_map"), names)
+    routes = _routes(top, shard_map)
+    top.done()
+    return Config(source, server, upstream, shards, routes, shard_map)
+
+
+def _server(t: _Table) -> ServerConfig:
+    listen = t.string("listen", DEFAULT_LISTEN)
+    check_endpoint(listen, lambda problem: t.fail("listen", problem))
+    max_body = t.number("max_body", ServerConfig.max_body, integer=True)
+    t.done()
+    return ServerConfig(listen=listen, max_body=max_body)
+
+
+def check_endpoint(description: str, fail: Any) -> None:
+    """Parse a Twisted server endpoint string without listening on it."""
+    from twisted.internet import endpoints
+
+    try:
+        endpoints.serverFromString(None, description)
+    except Exception as e:  # Twisted raises several types for bad strings
+        fail(f"not a valid Twisted endpoint ({e.__class__.__name__}: {e})")
+
+
+def _upstream(t: _Table) -> UpstreamConfig:
+    d = UpstreamConfig()
+    up = UpstreamConfig(
+        connect_timeout=t.number("connect_timeout", d.connect_timeout),
+        first_byte_timeout=t.number("first_byte_timeout", d.first_byte_timeout),
+        idle_timeout=t.number("idle_timeout", d.idle_timeout),
+        total_timeout=t.number("total_timeout", d.total_timeout),
+        max_idle_connections=t.number(
+            "max_idle_connections", d.max_idle_connections, integer=True
+        ),
+    )
+    t.done()
+    return up
+
+
+def _shards(t: _Table) -> tuple[Shard, ...]:
+    if not t.data:
+        t.fail("", "at least one shard is required, e.g. [shards.s1] urls = [...]")
+    shards = []
+    for name in t.data:
+        st = t.table(name)
+        if not SHARD_NAME.match(name):
+            t.fail(name, "a shard name may only use letters, digits, '_' and '-'")
+        urls = tuple(_url(u, st) for u in st.strings("urls"))
+        st.done()
+        shards.append(Shard(name=name, urls=urls))
+    return tuple(shards)
+
+
+def _url(url: str, t: _Table) -> str:
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError on a bad port
+    except ValueError as e:
+        t.fail("urls", f"{url!r} is not a valid URL ({e})")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        t.fail("urls", f"{url!r} must be an http:// or https:// URL with a host")
+    if parts.query or parts.fragment:
+        t.fail("urls", f"{url!r} must not have a query or fragment")
+    return url.rstrip("/")
+
+
+def _shard_map(t: _Table, shard_names: set[str]) -> Mapping[str, Mapping[str, str]]:
+    out = {}
+    for key_name in t.data:
+        mt = t.table(key_name)
+        for value, shard in mt.data.items():
+            mt.seen.add(value)
+            if not isinstance(shard, str):
+                mt.fail(value, f"must name a shard (a string), not {_kind(shard)}")
+            if shard not in shard_names:
+                mt.fail(value, f"names shard {shard!r}, which is not in [shards]")
+        out[key_name] = MappingProxyType(dict(mt.data))
+    return MappingProxyType(out)
+
+
+def _routes(top: _Table, shard_map: Mapping[str, Any]) -> tuple[Route, ...]:
+    raw = top.get("routes")
+    if not isinstance(raw, list) or not raw:
+        top.fail("routes", "at least one [[routes]] entry is required")
+    routes: list[Route] = []
+    for i, item in enumerate(raw):
+        route = _route(_Table(top.source, f"routes[{i}]", item), shard_map)
+        for other in routes:
+            if other.path == route.path and _overlap(other.methods, route.methods):
+                raise ConfigError(
+                    top.source,
+                    f"{route.key}.path",
+                    f"{route.path!r} with these methods is already served by {other.key}",
+                )
+        routes.append(route)
+    return tuple(routes)
+
+
+def _overlap(a: frozenset[str] | None, b: frozenset[str] | None) -> bool:
+    return a is None or b is None or bool(a & b)
+
+
+def _route(t: _Table, shard_map: Mapping[str, Any]) -> Route:
+    path = t.string("path")
+    params = _path_params(path, t)
+    mode = t.string("mode")
+    if mode not in MODES:
+        t.fail("mode", f"must be one of {', '.join(MODES)}, not {mode!r}")
+    methods = t.strings("methods", None)
+    if methods is not None:
+        methods = [m.upper() for m in methods]
+        for m in methods:
+            if m not in HTTP_METHODS:
+                t.fail("methods", f"{m!r} is not one of {', '.join(HTTP_METHODS)}")
+        methods = frozenset(methods)
+    items = shard_key = None
+    if mode == "scatter":
+        items = t.string("items")
+        if methods is None:
+            methods = frozenset({"GET"})
+        if methods - {"GET"}:
+            t.fail("methods", "a scatter route answers GET only; writes are never fanned out")
+    else:
+        shard_key = t.string("shard_key")
+        if shard_key not in params:
+            t.fail("shard_key", f"{shard_key!r} is not a parameter of path {path!r}")
+        if shard_key not in shard_map:
+            t.fail(
+                "shard_key",
+                f"there is no [shard_map.{shard_key}] table saying which shard owns which key",
+            )
+    t.done()
+    return Route(
+        path=path,
+        mode=mode,
+        methods=methods,
+        items=items,
+        shard_key=shard_key,
+        params=params,
+        key=t.key,
+    )
+
+
+def _path_params(path: str, t: _Table) -> tuple[str, ...]:
+    if not path.startswith("/"):
+        t.fail("path", f"{path!r} must start with '/'")
+    params: list[str] = []
+    for seg in path.split("/")[1:]:
+        if "{" in seg or "}" in seg:
+            m = PARAM.match(seg)
+            if not m:
+                t.fail("path", f"segment {seg!r}: a parameter must be a whole segment like {{name}}")
+            if m.group(1) in params:
+                t.fail("path", f"parameter {{{m.group(1)}}} appears twice")
+            params.append(m.group(1))
+    return tuple(params)

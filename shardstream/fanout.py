@@ -1,0 +1,152 @@
+"""The Twisted side of a scatter request: one shard call per shard, bytes
+into the :class:`~shardstream.scatter.Scatter`, its output to the client.
+
+The response status is decided at the first byte for the client: 200 as
+soon as an item (or the end of the list) is ready, or 502/504 when every
+shard failed before yielding anything. The client's transport is our
+consumer: when it is full, every shard's transport is paused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from .config import Route
+from .encode import encoder_for
+from .errors import ShardError, respond_error
+from .headers import upstream_request_headers
+from .scatter import Scatter
+
+
+class _ShardSink:
+    """Tags one shard call's events with the shard's index."""
+
+    __slots__ = ("owner", "index")
+
+    def __init__(self, owner: "ScatterResponse", index: int) -> None:
+        self.owner, self.index = owner, index
+
+    def response(self, response: Any) -> bool:
+        return self.owner._response(self.index, response)
+
+    def data(self, data: bytes) -> bool:
+        return self.owner._data(self.index, data)
+
+    def end(self) -> None:
+        self.owner._end(self.index)
+
+    def failed(self, error: ShardError) -> None:
+        self.owner._failed(self.index, error)
+
+
+@implementer(IPushProducer)
+class ScatterResponse:
+    def __init__(self, request: Any, gateway: Any, route: Route) -> None:
+        self.request = request
+        self.gateway = gateway
+        shards = gateway.config.shards
+        accept = request.getHeader(b"accept")
+        self.scatter = Scatter(
+            [s.name for s in shards],
+            route.items,
+            encoder_for(accept.decode("latin-1") if accept else None),
+        )
+        self.calls: list[Any] = []
+        self.gone = False
+        self.committed = False
+        self.finished = False
+
+    def start(self) -> None:
+        request = self.request
+        request.registerProducer(self, True)
+        request.notifyFinish().addErrback(self._client_gone)
+        headers = upstream_request_headers(request, scatter=True)
+        call = self.gateway.client.call
+        for i, shard in enumerate(self.gateway.config.shards):
+            if self.gone:
+                break
+            url = shard.url.encode() + request.uri
+            self.calls.append(call(b"GET", url, headers, None, _ShardSink(self, i)))
+
+    # -- shard events --------------------------------------------------------
+
+    def _response(self, shard: int, response: Any) -> bool:
+        if 200 <= response.code < 300:
+            return True
+        self.scatter.fail(
+            shard,
+            ShardError("status", f"the shard answered {response.code}", status=response.code),
+        )
+        self._flush()
+        return False
+
+    def _data(self, shard: int, data: bytes) -> bool:
+        ok = self.scatter.feed(shard, data)
+        self._flush()
+        return ok and not self.gone
+
+    def _end(self, shard: int) -> None:
+        self.scatter.end(shard)
+        self._flush()
+
+    def _failed(self, shard: int, error: ShardError) -> None:
+        self.scatter.fail(shard, error)
+        self._flush()
+
+    # -- output ------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        if self.gone or self.finished:
+            return
+        scatter, request = self.scatter, self.request
+        if not self.committed:
+            if not scatter.ready():
+                return
+            if scatter.all_failed:
+                self._all_failed()
+                return
+            self.committed = True
+            request.setResponseCode(200)
+            request.setHeader(b"content-type", scatter.encoder.content_type)
+        data = scatter.take()
+        if data:
+            request.write(data)
+        if scatter.closed:
+            self.finished = True
+            request.unregisterProducer()
+            request.finish()
+
+    def _all_failed(self) -> None:
+        self.finished = True
+        timeouts = all(e.is_timeout for e in self.scatter.failures.values())
+        self.request.unregisterProducer()
+        respond_error(
+            self.request,
+            504 if timeouts else 502,
+            "shards_timeout" if timeouts else "shards_failed",
+            "every shard failed; see meta.shards.failed",
+            meta=self.scatter.meta(),
+        )
+
+    # -- IPushProducer: the client's transport drives these -----------------------
+
+    def pauseProducing(self) -> None:
+        for call in self.calls:
+            call.pause()
+
+    def resumeProducing(self) -> None:
+        for call in self.calls:
+            call.resume()
+
+    def stopProducing(self) -> None:
+        self._client_gone(None)
+
+    def _client_gone(self, reason: Any) -> None:
+        if self.gone or self.finished:
+            return
+        self.gone = True
+        for call in self.calls:
+            call.cancel()

@@ -1,0 +1,66 @@
+"""Which headers cross the gateway, in each direction.
+
+Hop-by-hop headers (RFC 9110 section 7.6.1) belong to one connection and are
+never forwarded; neither are the headers the gateway must set itself.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from twisted.web.http_headers import Headers
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Set by the HTTP client from the URL and the body producer.
+_REQUEST_OWN = frozenset({b"host", b"content-length"})
+# A scatter request must get plain JSON back, whatever the client accepts.
+_SCATTER_OWN = frozenset({b"accept", b"accept-encoding"})
+
+
+def _connection_tokens(headers: Headers) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for value in headers.getRawHeaders(b"connection", ()):
+        tokens.update(t.strip().lower() for t in value.split(b","))
+    return tokens
+
+
+def end_to_end(headers: Headers, drop: Iterable[bytes] = ()) -> list[tuple[bytes, list[bytes]]]:
+    """The headers that may be forwarded, minus ``drop`` (lower-case names)."""
+    skip = HOP_BY_HOP | _connection_tokens(headers) | frozenset(drop)
+    return [
+        (name, values)
+        for name, values in headers.getAllRawHeaders()
+        if name.lower() not in skip
+    ]
+
+
+def upstream_request_headers(request, scatter: bool) -> Headers:
+    """Headers for a shard request made on behalf of a client request."""
+    drop = _REQUEST_OWN | _SCATTER_OWN if scatter else _REQUEST_OWN
+    out = Headers()
+    for name, values in end_to_end(request.requestHeaders, drop):
+        out.setRawHeaders(name, values)
+    if scatter:
+        out.setRawHeaders(b"accept", [b"application/json"])
+    peer = getattr(request.getClientAddress(), "host", None)
+    if peer:
+        prior = request.requestHeaders.getRawHeaders(b"x-forwarded-for", [])
+        out.setRawHeaders(b"x-forwarded-for", [b", ".join(prior + [peer.encode()])])
+    out.setRawHeaders(b"x-forwarded-proto", [b"https" if request.isSecure() else b"http"])
+    host = request.getHeader(b"host")
+    if host:
+        out.setRawHeaders(b"x-forwarded-host", [host])
+    return out

@@ -1,0 +1,196 @@
+"""Lifecycle: listen, reload on SIGHUP, stop on SIGTERM; and demo mode.
+
+Listening happens in ``startService``, which twistd calls before the
+reactor runs, so a port that cannot be bound ends the daemon with one line
+and a non-zero status instead of a daemon that serves nothing.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer, endpoints
+from twisted.logger import Logger
+
+from . import config as config_mod
+from . import demo, parse
+from .resource import Gateway, TrackingSite, make_site
+from .upstream import UpstreamClient
+
+log = Logger(namespace="shardstream")
+
+
+class StartupError(SystemExit):
+    """Ends twistd with status 1 after saying why on stderr."""
+
+    def __init__(self, message: str) -> None:
+        sys.stderr.write(f"shardstream: {message}\n")
+        sys.stderr.flush()
+        super().__init__(1)
+
+
+def listen_now(reactor: Any, description: str, factory: Any) -> Any:
+    """Listen on an endpoint string and return the port, or raise StartupError."""
+    try:
+        endpoint = endpoints.serverFromString(reactor, description)
+    except Exception as e:
+        raise StartupError(f"listen {description!r}: {e}") from None
+    results: list[Any] = []
+    endpoint.listen(factory).addBoth(results.append)
+    if not results:  # every stream endpoint we support listens synchronously
+        raise StartupError(f"listen {description!r}: did not complete at startup")
+    if isinstance(results[0], Exception) or hasattr(results[0], "getErrorMessage"):
+        error = results[0]
+        message = error.getErrorMessage() if hasattr(error, "getErrorMessage") else str(error)
+        raise StartupError(f"cannot listen on {description!r}: {message}")
+    return results[0]
+
+
+class GatewayService(Service):
+    name = "shardstream"
+
+    def __init__(
+        self,
+        config: config_mod.Config,
+        listen: str | None = None,
+        config_path: str | None = None,
+        reactor: Any = None,
+        signals: bool = True,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.config = config
+        self.listen = listen or config.server.listen
+        self.config_path = config_path
+        self.signals = signals
+        self.port: Any = None
+        self.site: TrackingSite | None = None
+
+    @property
+    def address(self) -> Any:
+        return self.port.getHost()
+
+    def startService(self) -> None:
+        super().startService()
+        if parse.BACKEND != parse.FAST_BACKEND:
+            log.warn(
+                "ijson is using its slow {backend!r} backend, not {fast!r}: "
+                "install an ijson wheel with the C extension",
+                backend=parse.BACKEND,
+                fast=parse.FAST_BACKEND,
+            )
+        client = UpstreamClient(self.reactor, self.config.upstream)
+        self.site = make_site(Gateway(self.config, client))
+        self.port = listen_now(self.reactor, self.listen, self.site)
+        log.info(
+            "shardstream listening on {address} with {shards} shards and {routes} routes "
+            "(config {source}, ijson backend {backend})",
+            address=self.address,
+            shards=len(self.config.shards),
+            routes=len(self.config.routes),
+            source=self.config.source,
+            backend=parse.BACKEND,
+        )
+        if self.signals:
+            self.reactor.callWhenRunning(self._install_signal_handlers)
+
+    def _install_signal_handlers(self) -> None:
+        def stop(signum: int, frame: Any) -> None:
+            log.info("signal {signum}: stopping", signum=signum)
+            self.reactor.callFromThread(self.reactor.stop)
+
+        def hup(signum: int, frame: Any) -> None:
+            self.reactor.callFromThread(self.reload)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, hup)
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.site.resource.gateway
+
+    def reload(self) -> bool:
+        """Read the config file again; swap it in for new requests if it is valid."""
+        if self.config_path is None:
+            log.info("SIGHUP: no config file to reload (demo mode)")
+            return False
+        try:
+            new = config_mod.load(self.config_path)
+        except config_mod.ConfigError as e:
+            log.error("reload rejected, keeping the running config: {error}", error=str(e))
+            return False
+        old = self.gateway
+        client = old.client
+        if new.upstream != old.config.upstream:
+            client = UpstreamClient(self.reactor, new.upstream)
+            # In-flight requests finish on the old pool; its idle connections go now.
+            old.client.close()
+        if new.server.listen != self.config.server.listen:
+            log.warn("reload: server.listen changed; a restart is needed to apply it")
+        self.site.resource.gateway = Gateway(new, client)
+        self.config = new
+        log.info("reloaded {source}: {shards} shards, {routes} routes",
+                 source=new.source, shards=len(new.shards), routes=len(new.routes))
+        return True
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.port is not None:
+            yield self.port.stopListening()
+        if self.site is not None:
+            yield self.gateway.client.close()
+
+
+class DemoService(Service):
+    """The gateway in front of four embedded demo shards, in one process."""
+
+    name = "shardstream-demo"
+
+    def __init__(self, listen: str | None = None, reactor: Any = None, signals: bool = True) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.listen = listen or config_mod.DEFAULT_LISTEN
+        self.signals = signals
+        self.shard_ports: list[Any] = []
+        self.gateway: GatewayService | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        urls = []
+        for sim in demo.shard_sims(self.reactor):
+            site = TrackingSite(sim, quiet=True)  # the gateway's access log is enough
+            port = self.reactor.listenTCP(0, site, interface="127.0.0.1")
+            self.shard_ports.append(port)
+            urls.append(f"http://127.0.0.1:{port.getHost().port}")
+        config = demo.demo_config(urls, self.listen)
+        self.gateway = GatewayService(config, reactor=self.reactor, signals=self.signals)
+        self.gateway.startService()
+        host = self.gateway.address
+        base = f"http://{host.host}:{host.port}"
+        shards = ", ".join(
+            f"{name} {delay * 1000:.0f} ms at {url}"
+            for (name, _, delay, _), url in zip(demo.SHARDS, urls)
+        )
+        log.info("demo shards: {shards}", shards=shards)
+        for line in (
+            f"try: curl -N {base}/v3/events",
+            f"try: curl -N -H 'Accept: application/x-ndjson' {base}/v3/events",
+            f"try: curl {base}/v3/vendors/v100/events",
+            f"try: curl -X POST -d '{{\"title\": \"Night tram tour\"}}' {base}/v3/vendors/v200/events",
+        ):
+            log.info("{line}", line=line)
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.gateway is not None:
+            yield self.gateway.stopService()
+        for port in self.shard_ports:
+            yield port.stopListening()

@@ -1,0 +1,252 @@
+"""Requests to shards: one shared connection pool, streamed bodies, deadlines.
+
+A :class:`ShardCall` reports to a sink exactly once that it ended (``end``)
+or failed (``failed``), after an optional ``response`` and any number of
+``data`` calls. ``cancel`` drops it silently: the caller has lost interest.
+The four deadlines of ``[upstream]`` are enforced here, because treq's own
+``timeout`` covers the response headers only.
+"""
+
+from __future__ import annotations
+
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any, Protocol as TypingProtocol
+
+from treq.client import HTTPClient
+from twisted.internet import error as ierror
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    ResponseDone,
+    ResponseNeverReceived,
+    _HTTP11ClientFactory,
+)
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer, IResponse
+
+from .config import UpstreamConfig
+from .errors import ShardError
+
+log = Logger()
+
+
+class Sink(TypingProtocol):
+    def response(self, response: IResponse) -> bool:
+        """Headers are in; return False to drop the body (the sink has recorded why)."""
+
+    def data(self, data: bytes) -> bool:
+        """A body chunk; return False to stop reading and close the connection."""
+
+    def end(self) -> None: ...
+
+    def failed(self, error: ShardError) -> None: ...
+
+
+class _QuietFactory(_HTTP11ClientFactory):
+    noisy = False  # one log line per pooled connection is noise at gateway rates
+
+
+class UpstreamClient:
+    """The gateway's one HTTP client: a persistent pool shared by every request."""
+
+    def __init__(self, reactor: Any, config: UpstreamConfig) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool.maxPersistentPerHost = config.max_idle_connections
+        self.pool._factory = _QuietFactory
+        agent = Agent(reactor, connectTimeout=config.connect_timeout, pool=self.pool)
+        # Never keep one partner's cookies for another: a jar that accepts none.
+        jar = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+        self.http = HTTPClient(agent, cookiejar=jar)
+
+    def call(
+        self,
+        method: bytes,
+        url: bytes,
+        headers: Headers,
+        body: IBodyProducer | None,
+        sink: Sink,
+    ) -> "ShardCall":
+        """Start a request to a shard; its outcome goes to ``sink``."""
+        call = ShardCall(self, sink)
+        call.start(method, url, headers, body)
+        return call
+
+    def close(self) -> Deferred:
+        return self.pool.closeCachedConnections()
+
+
+class _BodyReader(Protocol):
+    def __init__(self, call: "ShardCall") -> None:
+        self.call = call
+
+    def dataReceived(self, data: bytes) -> None:
+        self.call._on_data(data)
+
+    def connectionLost(self, reason: Any) -> None:
+        self.call._on_body_end(reason)
+
+
+class _Drop(Protocol):
+    """Body nobody wants: abort the connection instead of reading it."""
+
+    def connectionMade(self) -> None:
+        self.transport.stopProducing()
+
+
+class ShardCall:
+    def __init__(self, client: UpstreamClient, sink: Sink) -> None:
+        self.client = client
+        self.sink = sink
+        self.done = False
+        self.paused = False
+        self._d: Deferred | None = None
+        self._reader: _BodyReader | None = None
+        self._timers: dict[str, Any] = {}  # deadline name -> DelayedCall
+
+    def start(self, method: bytes, url: bytes, headers: Headers, body: Any) -> None:
+        cfg = self.client.config
+        self._arm("total_timeout", cfg.total_timeout, "the shard did not finish within {} s")
+        self._arm("first_byte_timeout", cfg.first_byte_timeout, "no response headers within {} s")
+        d = self.client.http.request(
+            method.decode("ascii"),
+            url,
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+            unbuffered=True,
+            reactor=self.client.reactor,
+        )
+        self._d = d
+        d.addCallbacks(self._on_response, self._on_error)
+
+    # -- control from the caller -----------------------------------------
+
+    def cancel(self) -> None:
+        """Stop at once and close the connection; the sink hears nothing more."""
+        if not self.done:
+            self._stop()
+
+    def pause(self) -> None:
+        """The consumer is full: stop reading from the shard (TCP backpressure)."""
+        if self.paused or self.done:
+            return
+        self.paused = True
+        if self._reader is not None:
+            self._reader.transport.pauseProducing()
+            self._cancel_timer("idle_timeout")
+
+    def resume(self) -> None:
+        if not self.paused or self.done:
+            return
+        self.paused = False
+        if self._reader is not None:
+            self._arm_idle()
+            self._reader.transport.resumeProducing()
+
+    # -- events ------------------------------------------------------------
+
+    def _on_response(self, response: IResponse) -> None:
+        if self.done:
+            response.deliverBody(_Drop())
+            return
+        self._cancel_timer("first_byte_timeout")
+        if not self.sink.response(response):
+            self._stop_timers()
+            self.done = True
+            response.deliverBody(_Drop())
+            return
+        if self.done:  # the sink cancelled us from inside response()
+            response.deliverBody(_Drop())
+            return
+        self._reader = _BodyReader(self)
+        response.deliverBody(self._reader)
+        if self.paused:
+            self._reader.transport.pauseProducing()
+        else:
+            self._arm_idle()
+
+    def _on_error(self, failure: Any) -> None:
+        if self.done:
+            return
+        self._stop_timers()
+        self.done = True
+        self.sink.failed(classify(failure))
+
+    def _on_data(self, data: bytes) -> None:
+        if self.done:
+            return
+        idle = self._timers.get("idle_timeout")
+        if idle is not None:
+            idle.reset(self.client.config.idle_timeout)
+        if not self.sink.data(data) and not self.done:
+            self._stop()
+
+    def _on_body_end(self, reason: Any) -> None:
+        if self.done:
+            return
+        self._stop_timers()
+        self.done = True
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.sink.end()
+        else:
+            self.sink.failed(
+                ShardError("truncated", "the connection closed in the middle of the body")
+            )
+
+    def _expire(self, code: str, message: str) -> None:
+        self._timers.pop(code, None)
+        if self.done:
+            return
+        self._stop()
+        self.sink.failed(ShardError(code, message))
+
+    # -- internals -----------------------------------------------------------
+
+    def _arm(self, code: str, seconds: float, message: str) -> None:
+        self._timers[code] = self.client.reactor.callLater(
+            seconds, self._expire, code, message.format(f"{seconds:g}")
+        )
+
+    def _arm_idle(self) -> None:
+        self._arm("idle_timeout", self.client.config.idle_timeout, "no body data for {} s")
+
+    def _stop(self) -> None:
+        self.done = True
+        self._stop_timers()
+        if self._reader is not None:
+            self._reader.transport.stopProducing()
+        elif self._d is not None:
+            self._d.cancel()
+
+    def _cancel_timer(self, code: str) -> None:
+        timer = self._timers.pop(code, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _stop_timers(self) -> None:
+        for timer in self._timers.values():
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
+
+
+def classify(failure: Any) -> ShardError:
+    """Name a failure that happened before the response headers."""
+    if failure.check(ierror.ConnectionRefusedError):
+        return ShardError("connect_refused", "connection refused")
+    if failure.check(ierror.TimeoutError, ierror.ConnectingCancelledError):
+        return ShardError("connect_timeout", "could not connect in time")
+    if failure.check(ierror.DNSLookupError):
+        return ShardError("connect_error", f"name lookup failed: {failure.getErrorMessage()}")
+    if failure.check(ierror.ConnectError):
+        return ShardError("connect_error", failure.getErrorMessage())
+    if failure.check(ResponseNeverReceived):
+        return ShardError("no_response", "the connection closed before a response arrived")
+    log.failure("unexpected upstream failure", failure)
+    return ShardError("upstream_error", failure.getErrorMessage())

@@ -1,0 +1,152 @@
+"""Real servers and clients on 127.0.0.1 for the tests (no mocks)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import treq
+from twisted.internet import defer, reactor, task
+from twisted.internet.protocol import Protocol
+from twisted.trial import unittest
+from twisted.web.client import HTTPConnectionPool
+
+from shardstream import config as config_mod
+from shardstream.resource import TrackingSite
+from shardstream.service import GatewayService
+from shardstream.shardsim import ShardSim
+
+
+def items(shard: str, n: int, **extra: Any) -> list[dict[str, Any]]:
+    """n distinct items of one shard; ids collide across shards on purpose."""
+    return [{"id": i, "shard": shard, "title": f"{shard} item {i}", **extra} for i in range(1, n + 1)]
+
+
+def free_port() -> int:
+    """A port nobody listens on (connection refused)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@dataclass
+class Fetched:
+    code: int
+    headers: Any
+    body: bytes
+    chunks: list[tuple[float, bytes]] = field(default_factory=list)
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body)
+
+
+class GatewayTestCase(unittest.TestCase):
+    """Starts simulated shards and a gateway in front of them, all on loopback."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.sims: dict[str, ShardSim] = {}
+        self.urls: dict[str, str] = {}
+        self._sites: list[TrackingSite] = []
+        self._pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(self._settle)
+
+    def _settle(self) -> defer.Deferred:
+        for site in self._sites:
+            site.abort_all()
+        return task.deferLater(reactor, 0.05, lambda: None)
+
+    def shard(self, name: str, data: list[dict[str, Any]] | None = None, **kw: Any) -> str:
+        sim = ShardSim(name, items(name, 5) if data is None else data, **kw)
+        site = TrackingSite(sim, quiet=True)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self._sites.append(site)
+        self.sims[name] = sim
+        self.urls[name] = f"http://127.0.0.1:{port.getHost().port}"
+        return self.urls[name]
+
+    def blackhole(self) -> str:
+        """A URL whose connect never completes: full accept queue, never accepted."""
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(0)
+        filler = socket.socket()
+        filler.connect(s.getsockname())
+        self.addCleanup(s.close)
+        self.addCleanup(filler.close)
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+    def gateway(self, routes: list[dict[str, Any]] | None = None, shards: dict[str, str] | None = None,
+                upstream: dict[str, Any] | None = None, **top: Any) -> str:
+        shards = self.urls if shards is None else shards
+        data = {
+            "server": {"listen": "tcp:0:interface=127.0.0.1", **top.pop("server", {})},
+            "upstream": upstream or {},
+            "shards": {name: {"urls": [url]} for name, url in shards.items()},
+            "routes": routes or [{"path": "/v3/events", "mode": "scatter", "items": "data.item"}],
+            **top,
+        }
+        config = config_mod.parse(data, "<test>")
+        self.service = GatewayService(config, signals=False)
+        self.service.startService()
+        self._sites.append(self.service.site)
+        self.addCleanup(self.service.stopService)
+        return f"http://127.0.0.1:{self.service.address.port}"
+
+    @defer.inlineCallbacks
+    def fetch(self, url: str, method: str = "GET", headers: dict[str, Any] | None = None,
+              body: bytes | None = None, on_chunk: Any = None) -> Any:
+        start = time.monotonic()
+        resp = yield treq.request(method, url, headers=headers, data=body, pool=self._pool,
+                                  unbuffered=True)
+        chunks: list[tuple[float, bytes]] = []
+
+        def collect(b: bytes) -> None:
+            chunks.append((time.monotonic() - start, b))
+            if on_chunk is not None:
+                on_chunk(b)
+
+        yield treq.collect(resp, collect)
+        return Fetched(resp.code, resp.headers, b"".join(c for _, c in chunks), chunks)
+
+    @defer.inlineCallbacks
+    def wait_for(self, condition: Any, timeout: float = 5.0, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                self.fail(f"timed out waiting for {what}")
+            yield task.deferLater(reactor, 0.01, lambda: None)
+
+
+class RawClient(Protocol):
+    """A hand-driven HTTP client: sends bytes, records what arrives, can vanish."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.closed = defer.Deferred()
+        self.got_data = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if not self.got_data.called:
+            self.got_data.callback(None)
+
+    def connectionLost(self, reason: Any) -> None:
+        self.closed.callback(reason)
+
+
+@defer.inlineCallbacks
+def raw_connect(port: int) -> Any:
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    client = RawClient()
+    yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+    return client

@@ -1,0 +1,150 @@
+"""Route mode and the gateway's own answers, against real loopback shards."""
+
+from __future__ import annotations
+
+import json
+
+import treq
+from twisted.internet import defer
+from twisted.web.client import ResponseFailed
+
+from support import GatewayTestCase, free_port, items
+
+ROUTES = [
+    {"path": "/v3/events", "mode": "scatter", "items": "data.item"},
+    {"path": "/v3/vendors/{vendor_id}/events", "mode": "route", "shard_key": "vendor_id"},
+    {"path": "/echo/{vendor_id}", "mode": "route", "shard_key": "vendor_id"},
+]
+SHARD_MAP = {"vendor_id": {"v1": "s1", "v2": "s2", "v 3": "s2"}}
+
+
+class RouteTests(GatewayTestCase):
+    def start(self, upstream=None, server=None, **s2):
+        self.shard("s1", items("s1", 3, vendor_id="v1"))
+        self.shard("s2", items("s2", 3, vendor_id="v2"), **s2)
+        return self.gateway(routes=ROUTES, shard_map=SHARD_MAP, upstream=upstream,
+                            server=server or {})
+
+    @defer.inlineCallbacks
+    def test_write_with_body_goes_to_the_owning_shard_only(self):
+        base = self.start()
+        body = json.dumps({"title": "Harbour tour", "price": "12.50"}).encode()
+        r = yield self.fetch(base + "/v3/vendors/v2/events?x=1", method="POST", body=body,
+                             headers={"Content-Type": "application/json", "X-Trace": "abc"})
+        self.assertEqual(r.code, 201)
+        created = r.json()["data"]
+        self.assertEqual((created["title"], created["vendor_id"], created["id"]),
+                         ("Harbour tour", "v2", 4))
+        self.assertEqual(r.headers.getRawHeaders("x-shard"), ["s2"])
+        self.assertEqual(self.sims["s1"].requests, [])
+        (req,) = self.sims["s2"].requests
+        self.assertEqual((req["method"], req["uri"], req["body"]),
+                         ("POST", "/v3/vendors/v2/events?x=1", body))
+        self.assertEqual(req["headers"]["x-trace"], ["abc"])
+        self.assertEqual(req["headers"]["content-type"], ["application/json"])
+
+    @defer.inlineCallbacks
+    def test_large_body_streams_through_unchanged(self):
+        base = self.start()
+        body = bytes(range(256)) * 4096  # 1 MiB, spooled to disk by twisted.web
+        r = yield self.fetch(base + "/echo/v1", method="PUT", body=body)
+        self.assertEqual(r.code, 200)
+        self.assertEqual(self.sims["s1"].requests[0]["body"], body)
+
+    @defer.inlineCallbacks
+    def test_response_is_relayed_unparsed_minus_hop_by_hop_headers(self):
+        base = self.start()
+        r = yield self.fetch(base + "/v3/vendors/v1/events")
+        self.assertEqual(r.code, 200)
+        # treq (the test's client) leaves an empty Content-Encoding after its gzip check
+        self.assertIn(r.headers.getRawHeaders("content-encoding"), (None, [""]))
+        self.assertEqual(r.headers.getRawHeaders("x-shard"), ["s1"])
+        direct = yield self.fetch(self.urls["s1"] + "/v3/vendors/v1/events")
+        self.assertEqual(r.body, direct.body)  # byte for byte: never re-encoded
+
+    @defer.inlineCallbacks
+    def test_percent_encoded_key(self):
+        base = self.start()
+        r = yield self.fetch(base + "/echo/v%203")
+        self.assertEqual(r.code, 200)
+        self.assertEqual(self.sims["s2"].requests[0]["uri"], "/echo/v%203")
+
+    @defer.inlineCallbacks
+    def test_unknown_key_is_404_and_reaches_no_shard(self):
+        base = self.start()
+        r = yield self.fetch(base + "/v3/vendors/v9/events", method="POST", body=b"{}")
+        self.assertEqual(r.code, 404)
+        self.assertEqual(r.json()["error"]["code"], "unknown_shard_key")
+        self.assertIn("v9", r.json()["error"]["message"])
+        self.assertEqual(self.sims["s1"].requests + self.sims["s2"].requests, [])
+
+    @defer.inlineCallbacks
+    def test_shard_error_response_is_relayed_as_it_is(self):
+        base = self.start()
+        r = yield self.fetch(base + "/v3/vendors/v1/events", method="DELETE")
+        self.assertEqual(r.code, 405)
+        self.assertEqual(r.json(), {"error": "method not allowed"})  # the shard's own body
+
+    @defer.inlineCallbacks
+    def test_unreachable_shard_is_502(self):
+        self.shard("s1")
+        base = self.gateway(routes=ROUTES, shard_map=SHARD_MAP,
+                            shards={"s1": self.urls["s1"], "s2": f"http://127.0.0.1:{free_port()}"})
+        r = yield self.fetch(base + "/v3/vendors/v2/events")
+        self.assertEqual(r.code, 502)
+        err = r.json()["error"]
+        self.assertEqual((err["code"], err["shard"], err["shard_error"]),
+                         ("shard_unavailable", "s2", "connect_refused"))
+
+    @defer.inlineCallbacks
+    def test_hanging_shard_is_504(self):
+        base = self.start(upstream={"first_byte_timeout": 0.2}, fail="hang")
+        r = yield self.fetch(base + "/v3/vendors/v2/events")
+        self.assertEqual(r.code, 504)
+        self.assertEqual(r.json()["error"]["code"], "shard_timeout")
+
+    @defer.inlineCallbacks
+    def test_failure_after_the_response_began_aborts_the_client_connection(self):
+        base = self.start(upstream={"idle_timeout": 0.2}, fail="hang_body")
+        resp = yield treq.get(base + "/v3/vendors/v2/events", pool=self._pool, unbuffered=True)
+        self.assertEqual(resp.code, 200)
+        with self.assertRaises(ResponseFailed):
+            yield treq.collect(resp, lambda b: None)
+
+    @defer.inlineCallbacks
+    def test_body_over_max_body_is_413(self):
+        base = self.start(server={"max_body": 1000})
+        r = yield self.fetch(base + "/echo/v1", method="POST", body=b"x" * 1001)
+        self.assertEqual(r.code, 413)
+        self.assertEqual(r.json()["error"]["code"], "body_too_large")
+        self.assertEqual(self.sims["s1"].requests, [])
+        r = yield self.fetch(base + "/echo/v1", method="POST", body=b"x" * 1000)
+        self.assertEqual(r.code, 200)
+
+
+class GatewayAnswerTests(GatewayTestCase):
+    def setUp(self):
+        super().setUp()
+        self.shard("s1")
+        self.base = self.gateway(routes=ROUTES, shard_map=SHARD_MAP, shards={
+            "s1": self.urls["s1"], "s2": self.urls["s1"]})
+
+    @defer.inlineCallbacks
+    def test_unknown_path_is_404_json(self):
+        r = yield self.fetch(self.base + "/v4/nothing")
+        self.assertEqual(r.code, 404)
+        self.assertEqual(r.headers.getRawHeaders("content-type"), ["application/json"])
+        self.assertEqual(r.json()["error"]["code"], "not_found")
+
+    @defer.inlineCallbacks
+    def test_write_to_a_scatter_route_is_405_with_allow(self):
+        r = yield self.fetch(self.base + "/v3/events", method="POST", body=b"{}")
+        self.assertEqual(r.code, 405)
+        self.assertEqual(r.headers.getRawHeaders("allow"), ["GET"])
+        self.assertEqual(r.json()["error"]["code"], "method_not_allowed")
+        self.assertEqual(self.sims["s1"].requests, [])
+
+    @defer.inlineCallbacks
+    def test_healthz(self):
+        r = yield self.fetch(self.base + "/healthz")
+        self.assertEqual((r.code, r.json()), (200, {"status": "ok"}))
