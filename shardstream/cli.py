@@ -7,7 +7,7 @@ from typing import Any
 from twisted.python import usage
 
 from . import config as config_mod
-from .service import DemoService, GatewayService, StartupError
+from .service import EX_CONFIG, DemoService, GatewayService, StartupError
 
 
 class Options(usage.Options):
@@ -35,7 +35,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         if self["config"] and self["demo"]:
-            raise StartupError("--config and --demo exclude each other")
+            raise StartupError("--config and --demo exclude each other", EX_CONFIG)
         if self["listen"]:
             config_mod.check_endpoint(
                 self["listen"], lambda problem: _raise(f"--listen {self['listen']!r}: {problem}")
@@ -44,13 +44,13 @@ class Options(usage.Options):
             try:
                 self.loaded = config_mod.load(self["config"])
             except config_mod.ConfigError as e:
-                raise StartupError(f"config error: {e}") from None
+                raise StartupError(f"config error: {e}", EX_CONFIG) from None
         else:
             self["demo"] = True
 
 
 def _raise(message: str) -> None:
-    raise StartupError(message)
+    raise StartupError(message, EX_CONFIG)
 
 
 def make_service(options: Any) -> Any:

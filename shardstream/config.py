@@ -264,7 +264,7 @@ def _shard_map(t: _Table, shard_names: set[str]) -> Mapping[str, Mapping[str, st
 
 
 def _routes(top: _Table, shard_map: Mapping[str, Any]) -> tuple[Route, ...]:
-    raw = top.get("routes")
+    raw = top.get("routes", None)
     if not isinstance(raw, list) or not raw:
         top.fail("routes", "at least one [[routes]] entry is required")
     routes: list[Route] = []

@@ -56,6 +56,16 @@ def _compile(path: str) -> re.Pattern[str]:
     return re.compile("^/" + "/".join(parts) + "$")
 
 
+def _decode_params(raw: dict[str, str]) -> dict[str, str]:
+    params = {}
+    for name, value in raw.items():
+        try:
+            params[name] = unquote(value, errors="strict")
+        except UnicodeDecodeError:
+            raise RoutingError(f"path parameter {name} is not valid percent-encoded UTF-8") from None
+    return params
+
+
 class Router:
     """The route table of one config."""
 
@@ -71,8 +81,7 @@ class Router:
             if m is None:
                 continue
             if route.allows(method):
-                params = {k: unquote(v) for k, v in m.groupdict().items()}
-                return Match(route, params)
+                return Match(route, _decode_params(m.groupdict()))
             allowed |= route.methods or set()
         if allowed:
             raise MethodNotAllowed(

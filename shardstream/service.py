@@ -23,13 +23,16 @@ from .upstream import UpstreamClient
 log = Logger(namespace="shardstream")
 
 
-class StartupError(SystemExit):
-    """Ends twistd with status 1 after saying why on stderr."""
+EX_CONFIG = 78  # sysexits.h: a configuration error; systemd is told not to retry it
 
-    def __init__(self, message: str) -> None:
+
+class StartupError(SystemExit):
+    """Ends twistd with a non-zero status after saying why on stderr, in one line."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
         sys.stderr.write(f"shardstream: {message}\n")
         sys.stderr.flush()
-        super().__init__(1)
+        super().__init__(status)
 
 
 def listen_now(reactor: Any, description: str, factory: Any) -> Any:

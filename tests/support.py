@@ -140,7 +140,7 @@ class RawClient(Protocol):
             self.got_data.callback(None)
 
     def connectionLost(self, reason: Any) -> None:
-        self.closed.callback(reason)
+        self.closed.callback(reason.value)  # a Failure passed to callback() would errback
 
 
 @defer.inlineCallbacks

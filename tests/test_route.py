@@ -70,6 +70,13 @@ class RouteTests(GatewayTestCase):
         self.assertEqual(self.sims["s2"].requests[0]["uri"], "/echo/v%203")
 
     @defer.inlineCallbacks
+    def test_undecodable_key_is_400(self):
+        base = self.start()
+        r = yield self.fetch(base + "/echo/v%FF")
+        self.assertEqual(r.code, 400)
+        self.assertEqual(r.json()["error"]["code"], "bad_request")
+
+    @defer.inlineCallbacks
     def test_unknown_key_is_404_and_reaches_no_shard(self):
         base = self.start()
         r = yield self.fetch(base + "/v3/vendors/v9/events", method="POST", body=b"{}")

@@ -1,0 +1,150 @@
+"""Config validation: every error names the file, the key and the problem."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from shardstream import config
+from shardstream.routing import MethodNotAllowed, NotFound, Router, UnknownShardKey
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = """
+[server]
+listen = "tcp:8080:interface=127.0.0.1"
+
+[upstream]
+connect_timeout = 1
+first_byte_timeout = 2.5
+
+[shards.s1]
+urls = ["http://127.0.0.1:9001/"]
+[shards.s2]
+urls = ["https://shard2.internal:8443/api"]
+
+[[routes]]
+path = "/v3/events"
+mode = "scatter"
+items = "data.item"
+
+[[routes]]
+path = "/v3/vendors/{vendor_id}/events"
+mode = "route"
+shard_key = "vendor_id"
+
+[shard_map.vendor_id]
+v100 = "s1"
+v200 = "s2"
+"""
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "gw.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_good_config_loads_into_immutable_objects(tmp_path):
+    c = config.load(write(tmp_path, GOOD))
+    assert c.upstream.connect_timeout == 1.0 and c.upstream.idle_timeout == 10.0
+    assert [s.name for s in c.shards] == ["s1", "s2"]
+    assert c.shards[0].urls == ("http://127.0.0.1:9001",)
+    assert c.shards[1].url == "https://shard2.internal:8443/api"
+    assert c.routes[0].methods == frozenset({"GET"}) and c.routes[1].methods is None
+    assert c.shard_map["vendor_id"]["v200"] == "s2"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.server.listen = "x"
+    with pytest.raises(TypeError):
+        c.shard_map["vendor_id"]["v300"] = "s1"
+
+
+BAD = [
+    (GOOD.replace('mode = "scatter"', 'mode = "fanout"'), "routes[0].mode", "must be one of"),
+    (GOOD.replace('items = "data.item"', ""), "routes[0].items", "is required"),
+    (GOOD.replace('shard_key = "vendor_id"', 'shard_key = "vendor"'), "routes[1].shard_key",
+     "not a parameter"),
+    (GOOD.replace("[shard_map.vendor_id]", "[shard_map.other]"), "routes[1].shard_key",
+     "no [shard_map.vendor_id]"),
+    (GOOD.replace('v200 = "s2"', 'v200 = "s9"'), "shard_map.vendor_id.v200", "'s9'"),
+    (GOOD.replace("first_byte_timeout = 2.5", "first_byte_timeout = -1"),
+     "upstream.first_byte_timeout", "greater than 0"),
+    (GOOD.replace("first_byte_timeout = 2.5", 'first_byte_timeout = "5s"'),
+     "upstream.first_byte_timeout", "must be a number"),
+    (GOOD.replace("first_byte_timeout = 2.5", "first_bite_timeout = 2.5"),
+     "upstream.first_bite_timeout", "unknown key"),
+    (GOOD.replace('urls = ["http://127.0.0.1:9001/"]', 'urls = ["ftp://x"]'), "shards.s1.urls",
+     "http://"),
+    (GOOD.replace('urls = ["http://127.0.0.1:9001/"]', "urls = []"), "shards.s1.urls",
+     "non-empty list"),
+    (GOOD.replace("[shards.s1]", "[shards.\"s 1\"]"), "shards.s 1", "letters, digits"),
+    (GOOD.replace('listen = "tcp:8080:interface=127.0.0.1"', 'listen = "tcp:http"'),
+     "server.listen", "not a valid Twisted endpoint"),
+    (GOOD.replace('path = "/v3/events"', 'path = "v3/events"'), "routes[0].path", "start with '/'"),
+    (GOOD.replace('"/v3/vendors/{vendor_id}/events"', '"/v3/vendors/x{vendor_id}/events"'),
+     "routes[1].path", "whole segment"),
+    (GOOD.replace('mode = "scatter"', 'mode = "scatter"\nmethods = ["GET", "POST"]'),
+     "routes[0].methods", "never fanned out"),
+    (GOOD.replace('mode = "scatter"', 'mode = "scatter"\nmethods = ["FETCH"]'),
+     "routes[0].methods", "'FETCH'"),
+    (GOOD + '\n[[routes]]\npath = "/v3/events"\nmode = "scatter"\nitems = "item"\n',
+     "routes[2].path", "already served by routes[0]"),
+    (GOOD + "\n[extra]\nx = 1\n", "extra", "unknown key"),
+    (GOOD.replace("[[routes]]", "[[rutes]]"), "routes", "at least one"),
+    ("[server]\nlisten = 'tcp:1'\n", "shards", "is required"),
+    ("this is = not toml", "", "invalid TOML"),
+]
+
+
+@pytest.mark.parametrize("text,key,problem", BAD)
+def test_errors_name_file_key_and_problem(tmp_path, text, key, problem):
+    path = write(tmp_path, text)
+    with pytest.raises(config.ConfigError) as e:
+        config.load(path)
+    assert e.value.key == key
+    assert problem in e.value.problem
+    assert str(e.value).startswith(f"{path}: {key}" if key else path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(config.ConfigError) as e:
+        config.load(str(tmp_path / "nope.toml"))
+    assert "cannot read" in str(e.value) and "nope.toml" in str(e.value)
+
+
+def test_router_matches_routes_and_owners(tmp_path):
+    router = Router(config.load(write(tmp_path, GOOD)))
+    m = router.match("GET", "/v3/vendors/v%32%300/events")
+    assert (m.route.mode, dict(m.params)) == ("route", {"vendor_id": "v200"})
+    assert router.owner(m) == "s2"
+    assert router.match("GET", "/v3/events").route.mode == "scatter"
+    with pytest.raises(MethodNotAllowed) as e:
+        router.match("DELETE", "/v3/events")
+    assert e.value.extra["allow"] == ["GET"]
+    for path in ("/v3/events/", "/v3", "/v3/vendors//events", "/v3/vendors/a/b/events"):
+        with pytest.raises(NotFound):
+            router.match("GET", path)
+    with pytest.raises(UnknownShardKey):
+        router.owner(router.match("POST", "/v3/vendors/v999/events"))
+
+
+def _documented_keys() -> set[str]:
+    keys = {f.name for cls in (config.ServerConfig, config.UpstreamConfig)
+            for f in dataclasses.fields(cls)}
+    keys |= {"urls", "path", "mode", "methods", "items", "shard_key"}
+    return keys
+
+
+@pytest.mark.parametrize("doc", ["etc/shardstream.toml", "README.md"])
+def test_every_config_key_is_documented(doc):
+    text = (ROOT / doc).read_text()
+    missing = [k for k in sorted(_documented_keys()) if not re.search(rf"\b{k}\b", text)]
+    assert missing == []
+
+
+def test_the_example_config_is_valid():
+    c = config.load(str(ROOT / "etc" / "shardstream.toml"))
+    assert c.routes and c.shards

@@ -1,0 +1,166 @@
+"""The daemon as ops run it: ``twistd -n shardstream`` in a child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def env() -> dict[str, str]:
+    # Run the source tree's plugin and package, whatever is installed.
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return e
+
+
+def twistd(tmp_path: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*TWISTD, "-n", "--pidfile=", "shardstream", *args],
+        cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 20.0) -> list[str]:
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    proc.kill()
+    raise AssertionError(f"{needle!r} not seen; output:\n{''.join(lines)}")
+
+
+def get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                    timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def stop(proc: subprocess.Popen) -> tuple[int, str]:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=15)
+    return proc.returncode, out
+
+
+def test_plugin_is_listed_with_its_options(tmp_path):
+    out = subprocess.run([*TWISTD, "shardstream", "--help"], cwd=tmp_path, env=env(),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for option in ("--config", "--demo", "--listen"):
+        assert option in out.stdout
+
+
+def test_demo_mode_starts_four_shards_and_answers(tmp_path):
+    port = free_port()
+    proc = twistd(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1")
+    try:
+        lines = wait_for_line(proc, "try: curl -N")
+        assert any("demo shards:" in line for line in lines)
+        status, body = get(f"http://127.0.0.1:{port}/v3/events")
+        assert status == 200
+        doc = json.loads(body)
+        assert doc["meta"]["shards"] == {"total": 4, "succeeded": 4, "failed": []}
+        assert len(doc["data"]) == 240
+        assert len({(e["vendor_id"], e["id"]) for e in doc["data"]}) == 240
+        assert len({e["id"] for e in doc["data"]}) == 60  # ids collide across shards
+        status, body = get(f"http://127.0.0.1:{port}/v3/events",
+                           {"Accept": "application/x-ndjson"})
+        lines = body.decode().splitlines()
+        assert len(lines) == 241 and json.loads(lines[-1])["meta"]["shards"]["succeeded"] == 4
+        status, body = get(f"http://127.0.0.1:{port}/v3/vendors/v300/events")
+        assert status == 200
+        assert {e["vendor_id"] for e in json.loads(body)["data"]} == {"v300"}
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
+
+
+def test_config_error_exits_non_zero_without_listening(tmp_path):
+    port = free_port()
+    (tmp_path / "bad.toml").write_text(
+        f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\n'
+        '[shards.s1]\nurls = ["http://127.0.0.1:1"]\n'
+        '[[routes]]\npath = "/x"\nmode = "scatter"\n'
+    )
+    proc = twistd(tmp_path, "--config", "bad.toml")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 78  # EX_CONFIG
+    assert "bad.toml: routes[0].items: is required" in out
+    assert "Traceback" not in out
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+def test_busy_port_exits_non_zero(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        proc = twistd(tmp_path, "--demo", "--listen",
+                      f"tcp:{busy.getsockname()[1]}:interface=127.0.0.1")
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        busy.close()
+    assert proc.returncode == 1
+    assert "cannot listen on" in out
+
+
+def test_config_mode_sigterm_and_sighup_reload(tmp_path):
+    port = free_port()
+    dead = free_port()
+    base = (f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\n'
+            f'[shards.s1]\nurls = ["http://127.0.0.1:{dead}"]\n')
+    route_a = '[[routes]]\npath = "/a"\nmode = "scatter"\nitems = "data.item"\n'
+    route_b = '[[routes]]\npath = "/b"\nmode = "scatter"\nitems = "data.item"\n'
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(base + route_a)
+    proc = twistd(tmp_path, "--config", str(cfg))
+    try:
+        wait_for_line(proc, "shardstream listening on")
+        status, body = get(f"http://127.0.0.1:{port}/a")
+        assert status == 502
+        err = json.loads(body)["error"]
+        assert err["meta"]["shards"]["failed"][0]["error"] == "connect_refused"
+        assert get(f"http://127.0.0.1:{port}/b")[0] == 404
+
+        cfg.write_text(base + route_a + route_b)
+        proc.send_signal(signal.SIGHUP)
+        wait_for_line(proc, "reloaded")
+        assert get(f"http://127.0.0.1:{port}/b")[0] == 502
+
+        cfg.write_text(base + "[[routes]]\npath = 'broken'\n")
+        proc.send_signal(signal.SIGHUP)
+        lines = wait_for_line(proc, "reload rejected")
+        assert "routes[0].path" in lines[-1]
+        assert get(f"http://127.0.0.1:{port}/b")[0] == 502  # old config still serves
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
