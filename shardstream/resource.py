@@ -40,7 +40,7 @@ class GatewayResource(Resource):
         self.gateway = gateway
 
     def render(self, request: Any) -> Any:
-        gateway = self.gateway
+        gateway = getattr(request, "gateway", None) or self.gateway
         if request.path == HEALTH_PATH and request.method in (b"GET", b"HEAD"):
             request.setHeader(b"content-type", b"application/json")
             request.setHeader(b"cache-control", b"no-store")
@@ -50,6 +50,9 @@ class GatewayResource(Resource):
             respond_error(
                 request, 413, "body_too_large", f"the request body is over {limit} bytes"
             )
+            return server.NOT_DONE_YET
+        if getattr(request, "proxy", None) is not None:
+            request.proxy.attach()  # started when the headers came in
             return server.NOT_DONE_YET
         method = request.method.decode("ascii", "replace")
         path = request.path.decode("latin-1")
@@ -68,35 +71,71 @@ class GatewayResource(Resource):
 
 
 class GatewayRequest(server.Request):
-    """A request whose body is bounded by ``server.max_body``.
+    """A request that is bounded by ``server.max_body`` and pinned to one gateway.
 
-    twisted.web reads the whole body before rendering; past the limit we
-    keep reading (so the connection stays usable) but store nothing.
+    Its gateway is chosen when its headers are in, so a reload never changes
+    the rules in the middle of a request. A route-mode request with a body is
+    started at that moment too, and its body streamed to the shard as it
+    arrives; any other body is spooled by twisted.web as usual. Past the
+    limit we keep reading (so the connection stays usable) but store and
+    forward nothing.
     """
 
     too_large = False
+    gateway: Gateway | None = None
+    proxy: ProxyResponse | None = None
     _received = 0
 
-    def _limit(self) -> int:
-        return self.channel.site.resource.gateway.config.server.max_body
-
     def gotLength(self, length: int | None) -> None:
-        if length is not None and length > self._limit():
+        gateway = self.gateway = self.channel.site.resource.gateway
+        if length is not None and length > gateway.config.server.max_body:
             self.too_large = True
             self.content = io.BytesIO()
             return
+        if length != 0:
+            self.proxy = _streaming_proxy(self, gateway, length)
+            if self.proxy is not None:
+                self.content = io.BytesIO()
+                return
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.too_large:
             return
         self._received += len(data)
-        if self._received > self._limit():
+        if self._received > self.gateway.config.server.max_body:
             self.too_large = True
-            self.content.close()
-            self.content = io.BytesIO()
+            if self.proxy is not None:
+                self.proxy.cancel()  # the shard gets a cut body and a reset: nothing written
+            else:
+                self.content.close()
+                self.content = io.BytesIO()
             return
-        super().handleContentChunk(data)
+        if self.proxy is not None:
+            self.proxy.upload.write(data)
+        else:
+            super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.proxy is not None and not self.too_large:
+            self.proxy.upload.finish()
+        super().requestReceived(command, path, version)
+
+
+def _streaming_proxy(request: GatewayRequest, gateway: Gateway, length: int | None) -> ProxyResponse | None:
+    """Start a route-mode request whose body is still arriving, if that is what it is."""
+    method, uri = request.channel._command, request.channel._path
+    try:
+        match = gateway.router.match(method.decode("ascii", "replace"),
+                                     uri.split(b"?", 1)[0].decode("latin-1"))
+        if match.route.mode != "route":
+            return None
+        shard = gateway.config.shard(gateway.router.owner(match))
+    except RoutingError:
+        return None  # answered in render, once the (bounded) body is read
+    proxy = ProxyResponse(request, gateway, shard)
+    proxy.start_streaming(method, uri, length)
+    return proxy
 
 
 class _Channel(http.HTTPChannel):

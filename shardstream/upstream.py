@@ -22,6 +22,7 @@ from twisted.web.client import (
     HTTPConnectionPool,
     ResponseDone,
     ResponseNeverReceived,
+    RequestGenerationFailed,
     _HTTP11ClientFactory,
 )
 from twisted.web.http import PotentialDataLoss
@@ -71,10 +72,15 @@ class UpstreamClient:
         headers: Headers,
         body: IBodyProducer | None,
         sink: Sink,
+        body_sent: Deferred | None = None,
     ) -> "ShardCall":
-        """Start a request to a shard; its outcome goes to ``sink``."""
+        """Start a request to a shard; its outcome goes to ``sink``.
+
+        ``body_sent``, for a body streamed from a client, fires when it is all
+        sent: the first-byte deadline starts then, not while the client uploads.
+        """
         call = ShardCall(self, sink)
-        call.start(method, url, headers, body)
+        call.start(method, url, headers, body, body_sent)
         return call
 
     def close(self) -> Deferred:
@@ -104,15 +110,21 @@ class ShardCall:
         self.client = client
         self.sink = sink
         self.done = False
+        self.responded = False
         self.paused = False
         self._d: Deferred | None = None
         self._reader: _BodyReader | None = None
         self._timers: dict[str, Any] = {}  # deadline name -> DelayedCall
 
-    def start(self, method: bytes, url: bytes, headers: Headers, body: Any) -> None:
+    def start(
+        self, method: bytes, url: bytes, headers: Headers, body: Any, body_sent: Any = None
+    ) -> None:
         cfg = self.client.config
         self._arm("total_timeout", cfg.total_timeout, "the shard did not finish within {} s")
-        self._arm("first_byte_timeout", cfg.first_byte_timeout, "no response headers within {} s")
+        if body_sent is None:
+            self._arm_first_byte()
+        else:
+            body_sent.addCallback(self._body_sent)
         d = self.client.http.request(
             method.decode("ascii"),
             url,
@@ -156,6 +168,7 @@ class ShardCall:
             response.deliverBody(_Drop())
             return
         self._cancel_timer("first_byte_timeout")
+        self.responded = True
         if not self.sink.response(response):
             self._stop_timers()
             self.done = True
@@ -213,6 +226,15 @@ class ShardCall:
             seconds, self._expire, code, message.format(f"{seconds:g}")
         )
 
+    def _body_sent(self, result: Any) -> Any:
+        self._arm_first_byte()
+        return result  # the same Deferred is the HTTP client's: pass it on untouched
+
+    def _arm_first_byte(self) -> None:
+        if not self.done and self._reader is None and not self.responded:
+            t = self.client.config.first_byte_timeout
+            self._arm("first_byte_timeout", t, "no response headers within {} s")
+
     def _arm_idle(self) -> None:
         self._arm("idle_timeout", self.client.config.idle_timeout, "no body data for {} s")
 
@@ -246,6 +268,8 @@ def classify(failure: Any) -> ShardError:
         return ShardError("connect_error", f"name lookup failed: {failure.getErrorMessage()}")
     if failure.check(ierror.ConnectError):
         return ShardError("connect_error", failure.getErrorMessage())
+    if failure.check(RequestGenerationFailed):
+        return ShardError("request_failed", "the request body could not be sent in full")
     if failure.check(ResponseNeverReceived):
         return ShardError("no_response", "the connection closed before a response arrived")
     log.failure("unexpected upstream failure", failure)

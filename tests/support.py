@@ -150,3 +150,55 @@ def raw_connect(port: int) -> Any:
     client = RawClient()
     yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
     return client
+
+
+class RawShard(Protocol):
+    """A shard at the TCP level: sees request bytes as they arrive, answers once
+    the whole body (by Content-Length) is in."""
+
+    def __init__(self, owner: "RawShardFactory") -> None:
+        self.owner = owner
+        self.data = b""
+
+    def connectionMade(self) -> None:
+        self.owner.connections.append(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        head, sep, body = self.data.partition(b"\r\n\r\n")
+        if not sep:
+            return
+        lines = [line.lower() for line in head.split(b"\r\n")]
+        if b"transfer-encoding: chunked" in lines:
+            complete = body.endswith(b"\r\n0\r\n\r\n") or body == b"0\r\n\r\n"
+        else:
+            length = next((int(line.split(b":", 1)[1]) for line in lines
+                           if line.startswith(b"content-length:")), 0)
+            complete = len(body) >= length
+        if complete and not getattr(self, "answered", False):
+            self.answered = True
+            reply = b'{"stored":%d}' % len(body)
+            self.transport.write(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n%s" % (len(reply), reply))
+
+    def connectionLost(self, reason: Any) -> None:
+        self.owner.closed += 1
+
+    def body_bytes(self) -> int:
+        return len(self.data.partition(b"\r\n\r\n")[2])
+
+
+class RawShardFactory:
+    def __init__(self) -> None:
+        self.connections: list[RawShard] = []
+        self.closed = 0
+
+    def listen(self, testcase: unittest.TestCase) -> str:
+        from twisted.internet.protocol import Factory
+
+        factory = Factory.forProtocol(lambda: RawShard(self))
+        factory.noisy = False
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        testcase.addCleanup(port.stopListening)
+        testcase.addCleanup(lambda: [c.transport.abortConnection() for c in self.connections])
+        return f"http://127.0.0.1:{port.getHost().port}"

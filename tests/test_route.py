@@ -8,7 +8,7 @@ import treq
 from twisted.internet import defer
 from twisted.web.client import ResponseFailed
 
-from support import GatewayTestCase, free_port, items
+from support import GatewayTestCase, RawShardFactory, free_port, items, raw_connect
 
 ROUTES = [
     {"path": "/v3/events", "mode": "scatter", "items": "data.item"},
@@ -127,6 +127,60 @@ class RouteTests(GatewayTestCase):
         self.assertEqual(self.sims["s1"].requests, [])
         r = yield self.fetch(base + "/echo/v1", method="POST", body=b"x" * 1000)
         self.assertEqual(r.code, 200)
+
+
+class UploadStreamingTests(GatewayTestCase):
+    def start(self, **server):
+        self.raw = RawShardFactory()
+        url = self.raw.listen(self)
+        return self.gateway(
+            routes=[{"path": "/up/{k}", "mode": "route", "shard_key": "k"}],
+            shard_map={"k": {"a": "raw"}}, shards={"raw": url}, server=server)
+
+    @defer.inlineCallbacks
+    def test_body_reaches_the_shard_while_the_client_is_still_sending_it(self):
+        self.start()
+        half = b"x" * 1_000_000
+        client = yield raw_connect(self.service.address.port)
+        client.transport.write(b"POST /up/a HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+                               % (2 * len(half)) + half)
+        yield self.wait_for(lambda: self.raw.connections
+                            and self.raw.connections[0].body_bytes() == len(half),
+                            what="the first half to reach the shard")
+        client.transport.write(half)
+        yield self.wait_for(lambda: b'{"stored":2000000}' in client.received,
+                            what="the shard's answer")
+        self.assertTrue(client.received.startswith(b"HTTP/1.1 201 Created"))
+        client.transport.loseConnection()
+
+    @defer.inlineCallbacks
+    def test_client_gone_mid_upload_closes_the_shard_connection(self):
+        self.start()
+        client = yield raw_connect(self.service.address.port)
+        client.transport.write(b"PUT /up/a HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"
+                               + b"y" * 50_000)
+        yield self.wait_for(lambda: self.raw.connections
+                            and self.raw.connections[0].body_bytes() == 50_000,
+                            what="the partial body to reach the shard")
+        client.transport.abortConnection()
+        yield self.wait_for(lambda: self.raw.closed == 1, what="the shard connection to close")
+
+    @defer.inlineCallbacks
+    def test_chunked_upload_over_max_body_is_413_and_never_completes_at_the_shard(self):
+        self.start(max_body=100_000)
+        client = yield raw_connect(self.service.address.port)
+        client.transport.write(b"POST /up/a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"%x\r\n%s\r\n" % (60_000, b"z" * 60_000)
+        client.transport.write(chunk)
+        yield self.wait_for(lambda: self.raw.connections
+                            and self.raw.connections[0].body_bytes() >= 60_000,
+                            what="the first chunk to reach the shard")
+        client.transport.write(chunk * 2 + b"0\r\n\r\n")
+        yield self.wait_for(lambda: b"body_too_large" in client.received, what="the 413")
+        self.assertTrue(client.received.startswith(b"HTTP/1.1 413"))
+        yield self.wait_for(lambda: self.raw.closed == 1, what="the shard connection to close")
+        self.assertFalse(getattr(self.raw.connections[0], "answered", False))
+        client.transport.loseConnection()
 
 
 class GatewayAnswerTests(GatewayTestCase):
