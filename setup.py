@@ -19,6 +19,7 @@ setup(
         "service-identity>=24.1",
         "pyopenssl>=24.0",
         "orjson>=3.10",  # exact, fast encoding of parsed items (orjson.Fragment)
+        "cachetools>=5.3",  # the find-mode owner cache (TTL + size bound)
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100"],

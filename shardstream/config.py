@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-MODES = ("scatter", "route")
+MODES = ("scatter", "route", "find")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 SHARD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -61,10 +61,27 @@ class Route:
     path: str
     mode: str
     methods: frozenset[str] | None  # None: every method
-    items: str | None = None
-    shard_key: str | None = None
     params: tuple[str, ...] = ()
     key: str = ""  # "routes[N]" for messages
+    # scatter
+    items: str | None = None
+    sort: tuple[str, ...] = ()
+    sort_param: str = "sort"
+    limit_param: str = "limit"
+    offset_param: str = "offset"
+    max_limit: int | None = None
+    default_limit: int | None = None
+    total: str | None = None
+    # route / find
+    shard_key: str | None = None
+    global_id: str | None = None
+    shard_key_body: str | None = None
+    item: str = "data"
+    max_body: int | None = None
+    cache_size: int = 10000
+    cache_ttl: float = 300.0
+    # every mode
+    id_fields: tuple[str, ...] = ()
 
     def allows(self, method: str) -> bool:
         return self.methods is None or method in self.methods
@@ -80,6 +97,13 @@ class Config:
     shard_map: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    # HMAC key for list cursors; None: a random one per process (see [cursor]).
+    cursor_secret: bytes | None = field(default=None, repr=False)
+
+    def max_body(self, route: Route | None) -> int:
+        if route is not None and route.max_body is not None:
+            return route.max_body
+        return self.server.max_body
 
     def shard(self, name: str) -> Shard:
         for shard in self.shards:
@@ -120,8 +144,10 @@ class _Table:
             self.fail(name, f"must be a non-empty string, not {_kind(value)}")
         return value
 
-    def number(self, name: str, default: float, integer: bool = False) -> Any:
+    def number(self, name: str, default: float | None, integer: bool = False) -> Any:
         value = self.get(name, default)
+        if value is None:
+            return None
         kinds = (int,) if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds):
             what = "a whole number" if integer else "a number"
@@ -185,8 +211,36 @@ def parse(data: dict[str, Any], source: str = "<config>") -> Config:
     names = {s.name for s in shards}
     shard_map = _shard_map(top.table("shard_map"), names)
     routes = _routes(top, shard_map)
+    secret = _cursor(top.table("cursor"))
     top.done()
-    return Config(source, server, upstream, shards, routes, shard_map)
+    return Config(source, server, upstream, shards, routes, shard_map, secret)
+
+
+def _cursor(t: _Table) -> bytes | None:
+    env = t.string("secret_env", None)
+    path = t.string("secret_file", None)
+    t.done()
+    if env and path:
+        t.fail("secret_env", "set secret_env or secret_file, not both")
+    secret: str | bytes | None = None
+    if env:
+        import os
+
+        secret = os.environ.get(env)
+        if not secret:
+            t.fail("secret_env", f"environment variable {env} is not set or empty")
+    elif path:
+        try:
+            with open(path, "rb") as f:
+                secret = f.read().strip()
+        except OSError as e:
+            t.fail("secret_file", f"cannot read {path}: {e.strerror or e}")
+    if secret is None:
+        return None
+    secret = secret.encode() if isinstance(secret, str) else secret
+    if len(secret) < 16:
+        t.fail("secret_env" if env else "secret_file", "the secret must be at least 16 bytes")
+    return secret
 
 
 def _server(t: _Table) -> ServerConfig:
@@ -298,32 +352,85 @@ def _route(t: _Table, shard_map: Mapping[str, Any]) -> Route:
             if m not in HTTP_METHODS:
                 t.fail("methods", f"{m!r} is not one of {', '.join(HTTP_METHODS)}")
         methods = frozenset(methods)
-    items = shard_key = None
+    kw: dict[str, Any] = {"id_fields": _paths(t, "id_fields")}
     if mode == "scatter":
-        items = t.string("items")
-        if methods is None:
-            methods = frozenset({"GET"})
-        if methods - {"GET"}:
-            t.fail("methods", "a scatter route answers GET only; writes are never fanned out")
+        methods = _only(t, methods, {"GET"}, "a scatter route answers GET only; "
+                        "writes are never fanned out")
+        kw.update(
+            items=t.string("items"),
+            sort=_paths(t, "sort"),
+            sort_param=t.string("sort_param", Route.sort_param),
+            limit_param=t.string("limit_param", Route.limit_param),
+            offset_param=t.string("offset_param", Route.offset_param),
+            max_limit=t.number("max_limit", None, integer=True),
+            default_limit=t.number("default_limit", None, integer=True),
+            total=t.string("total", None),
+        )
+        if kw["default_limit"] and kw["max_limit"] and kw["default_limit"] > kw["max_limit"]:
+            t.fail("default_limit", f"is above max_limit ({kw['max_limit']})")
     else:
-        shard_key = t.string("shard_key")
-        if shard_key not in params:
-            t.fail("shard_key", f"{shard_key!r} is not a parameter of path {path!r}")
-        if shard_key not in shard_map:
-            t.fail(
-                "shard_key",
-                f"there is no [shard_map.{shard_key}] table saying which shard owns which key",
+        if mode == "find":
+            methods = _only(t, methods, {"GET", "HEAD"}, "a find route asks every shard, "
+                            "so it answers GET and HEAD only")
+            kw.update(
+                cache_size=t.number("cache_size", Route.cache_size, integer=True),
+                cache_ttl=t.number("cache_ttl", Route.cache_ttl),
             )
+        kw.update(
+            shard_key=t.string("shard_key", None),
+            global_id=t.string("global_id", None),
+            shard_key_body=t.string("shard_key_body", None) if mode == "route" else None,
+            item=_item_path(t),
+            max_body=t.number("max_body", None, integer=True),
+        )
+        _owner_keys(t, mode, path, params, shard_map, kw)
     t.done()
-    return Route(
-        path=path,
-        mode=mode,
-        methods=methods,
-        items=items,
-        shard_key=shard_key,
-        params=params,
-        key=t.key,
-    )
+    return Route(path=path, mode=mode, methods=methods, params=params, key=t.key, **kw)
+
+
+def _only(t: _Table, methods: Any, allowed: set[str], why: str) -> frozenset[str]:
+    if methods is None:
+        return frozenset(allowed)
+    if methods - allowed:
+        t.fail("methods", why)
+    return methods
+
+
+def _paths(t: _Table, name: str) -> tuple[str, ...]:
+    """A list of dotted JSON paths (``"price.amount"``)."""
+    value = t.strings(name, [])
+    for p in value:
+        if any(not part for part in p.split(".")):
+            t.fail(name, f"{p!r} is not a dotted path like 'price.amount'")
+    return tuple(value)
+
+
+def _item_path(t: _Table) -> str:
+    value = t.get("item", Route.item)
+    if not isinstance(value, str):
+        t.fail("item", f"must be a dotted path or \"\" for the whole body, not {_kind(value)}")
+    return value
+
+
+def _owner_keys(
+    t: _Table, mode: str, path: str, params: tuple[str, ...], shard_map: Mapping[str, Any],
+    kw: dict[str, Any],
+) -> None:
+    """How a route or find request finds its shard; check the keys agree."""
+    owners = [k for k in ("global_id", "shard_key", "shard_key_body") if kw[k]]
+    if mode == "route" and len(owners) != 1:
+        t.fail(owners[1] if owners else "shard_key",
+               "a route needs exactly one of global_id, shard_key, shard_key_body "
+               f"to name its owning shard (has {', '.join(owners) or 'none'})")
+    if mode == "find" and owners:
+        t.fail(owners[0], "a find route has no owner key: it asks every shard "
+               "(use mode = \"route\" when the owner is known)")
+    for name in ("global_id", "shard_key"):
+        if kw[name] and kw[name] not in params:
+            t.fail(name, f"{kw[name]!r} is not a parameter of path {path!r}")
+    if kw["shard_key"] and kw["shard_key"] not in shard_map:
+        t.fail("shard_key", f"there is no [shard_map.{kw['shard_key']}] table saying "
+               "which shard owns which key")
 
 
 def _path_params(path: str, t: _Table) -> tuple[str, ...]:

@@ -14,11 +14,15 @@ from typing import Any
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
+from . import paging
 from .config import Route
 from .encode import encoder_for
 from .errors import ShardError, respond_error
 from .headers import upstream_request_headers
+from .merge import InterleavedMerge, OrderedMerge, sort_key
 from .scatter import Scatter
+
+QUEUE_BOUND = 128  # items queued per shard in an ordered merge before its transport is paused
 
 
 class _ShardSink:
@@ -44,18 +48,38 @@ class _ShardSink:
 
 @implementer(IPushProducer)
 class ScatterResponse:
+    """One list request. Raises paging.BadListQuery (400) before any shard is asked."""
+
     def __init__(self, request: Any, gateway: Any, route: Route) -> None:
         self.request = request
         self.gateway = gateway
-        shards = gateway.config.shards
+        self.route = route
+        config = gateway.config
+        names = [s.name for s in config.shards]
+        secret = config.cursor_secret
+        self.query = query = paging.parse(route, request.args, secret)
+        merge: InterleavedMerge | OrderedMerge
+        if query.sort is not None:
+            merge = OrderedMerge(len(names), sort_key(query.sort_path, query.descending))
+        else:
+            merge = InterleavedMerge(len(names))
         accept = request.getHeader(b"accept")
         self.scatter = Scatter(
-            [s.name for s in shards],
+            names,
             route.items,
             encoder_for(accept.decode("latin-1") if accept else None),
+            merge,
+            limit=query.limit,
+            offset=0 if query.positions is not None else query.offset,
+            quota=query.quota(),
+            starts=query.positions,
+            total=route.total,
+            id_fields=route.id_fields,
+            cursor=lambda positions: paging.encode_cursor(route, query, positions, secret),
         )
         self.calls: list[Any] = []
         self.gone = False
+        self.client_paused = False
         self.committed = False
         self.finished = False
 
@@ -65,11 +89,14 @@ class ScatterResponse:
         request.notifyFinish().addErrback(self._client_gone)
         headers = upstream_request_headers(request, scatter=True)
         call = self.gateway.client.call
+        path, _, raw_query = request.uri.partition(b"?")
         for i, shard in enumerate(self.gateway.config.shards):
             if self.gone:
                 break
-            url = shard.url.encode() + request.uri
+            query = paging.shard_query(self.route, self.query, shard.name, raw_query)
+            url = shard.url.encode() + path + (b"?" + query if query else b"")
             self.calls.append(call(b"GET", url, headers, None, _ShardSink(self, i)))
+        self._sync()
 
     # -- shard events --------------------------------------------------------
 
@@ -80,20 +107,37 @@ class ScatterResponse:
             shard,
             ShardError("status", f"the shard answered {response.code}", status=response.code),
         )
-        self._flush()
+        self._sync()
         return False
 
     def _data(self, shard: int, data: bytes) -> bool:
         ok = self.scatter.feed(shard, data)
-        self._flush()
+        self._sync()
         return ok and not self.gone
 
     def _end(self, shard: int) -> None:
         self.scatter.end(shard)
-        self._flush()
+        self._sync()
 
     def _failed(self, shard: int, error: ShardError) -> None:
         self.scatter.fail(shard, error)
+        self._sync()
+
+    def _sync(self) -> None:
+        """Stop the shards the page no longer needs, pause the ones whose merge
+        queue is full (or all, while the client is slow), then write."""
+        scatter = self.scatter
+        queued = scatter.merge.queued
+        for i, call in enumerate(self.calls):
+            if call.done:
+                continue
+            if not scatter.wanted(i):
+                scatter.stop(i)
+                call.cancel()
+            elif self.client_paused or queued(i) >= QUEUE_BOUND:
+                call.pause()
+            else:
+                call.resume()
         self._flush()
 
     # -- output ------------------------------------------------------------------
@@ -134,12 +178,13 @@ class ScatterResponse:
     # -- IPushProducer: the client's transport drives these -----------------------
 
     def pauseProducing(self) -> None:
+        self.client_paused = True
         for call in self.calls:
             call.pause()
 
     def resumeProducing(self) -> None:
-        for call in self.calls:
-            call.resume()
+        self.client_paused = False
+        self._sync()
 
     def stopProducing(self) -> None:
         self._client_gone(None)

@@ -24,13 +24,36 @@ class Truncated(ParseError):
 
 
 class ItemParser:
-    """Incremental parser for the items under one ijson prefix (e.g. ``data.item``)."""
+    """Incremental parser for the items under one ijson prefix (e.g. ``data.item``).
 
-    __slots__ = ("_out", "_coro")
+    With ``total`` (a dotted path such as ``meta.total``) it also picks up the
+    shard's total count, wherever in the document it stands.
+    """
 
-    def __init__(self, prefix: str) -> None:
+    __slots__ = ("_out", "_coro", "_total_out", "_total_coro", "total")
+
+    def __init__(self, prefix: str, total: str | None = None) -> None:
         self._out: list[Any] = ijson.sendable_list()
         self._coro = ijson.items_coro(self._out, prefix, use_float=False)
+        self.total: int | None = None
+        self._total_coro = None
+        if total:
+            self._total_out: list[Any] = ijson.sendable_list()
+            self._total_coro = ijson.items_coro(self._total_out, total, use_float=False)
+
+    def _feed_total(self, data: bytes) -> None:
+        # Errors surface from the item coroutine, which sees the same bytes.
+        try:
+            self._total_coro.send(data)
+        except ijson.JSONError:
+            self._total_coro = None
+            return
+        out = self._total_out
+        if out:
+            value = out[0]
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                self.total = value
+            self._total_coro = None
 
     def _take(self) -> list[Any]:
         out = self._out
@@ -44,10 +67,10 @@ class ItemParser:
         """Parse a chunk; return the items it completed (possibly none)."""
         try:
             self._coro.send(data)
-        except ijson.IncompleteJSONError as e:
-            raise ParseError(f"malformed JSON: {e}") from None
         except ijson.JSONError as e:
             raise ParseError(f"malformed JSON: {e}") from None
+        if self._total_coro is not None:
+            self._feed_total(data)
         return self._take()
 
     def close(self) -> list[Any]:

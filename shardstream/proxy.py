@@ -1,15 +1,22 @@
-"""Route mode: relay a request to the one shard that owns it, unparsed.
+"""Route mode: relay a request to the one shard that owns it.
 
-The request body is streamed to the shard while the client is still sending
-it (see :class:`StreamedUpload`); status, end-to-end headers and body come
-back as they arrive, and the client's transport pauses the shard's when it is
-full. A shard that fails after the response has begun cannot be reported
+The owner comes from a global id in the path, a ``shard_map`` key in the
+path, or a field of the JSON body. A body that needs no rewrite is streamed
+to the shard while the client is still sending it (see
+:class:`StreamedUpload`); one that does (the owner is in it, or it carries
+global ids to turn back into local ones) is read whole, bounded by the
+route's ``max_body``. The shard's response comes back streamed and unparsed,
+unless the route rewrites ids in it (then it is read whole, bounded the same
+way). A shard that fails after the response has begun cannot be reported
 in-band, so the client's connection is aborted: a cut response must never
 look complete.
 """
 
 from __future__ import annotations
 
+import io
+import json
+from decimal import Decimal
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -18,12 +25,25 @@ from twisted.web.client import FileBodyProducer
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from .config import Shard
+from . import ids
+from .config import Route
+from .encode import encode_value
 from .errors import ShardError, respond_error
 from .headers import end_to_end, upstream_request_headers
+from .routing import Match, RoutingError
 
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 _CONNECT_BUFFER = 256 * 1024  # body bytes held while the shard connection opens
+
+
+class BadBody(RoutingError):
+    status = 400
+    code = "bad_body"
+
+
+class CrossShard(RoutingError):
+    status = 400
+    code = "cross_shard_reference"
 
 
 @implementer(IBodyProducer)
@@ -79,8 +99,7 @@ class StreamedUpload:
         buffered, self._buffer, self._buffered = self._buffer, [], 0
         for data in buffered:
             consumer.write(data)
-        if not self._paused:
-            self._resume_client()
+        self._resume_client()
         if self._finished and not self.sent.called:
             self.sent.callback(None)
         return self.sent
@@ -106,19 +125,25 @@ class StreamedUpload:
             self.transport.resumeProducing()
 
 
-@implementer(IPushProducer)
-class ProxyResponse:
-    """One route-mode request.
+def _loads(body: bytes) -> Any:
+    """JSON with exact numbers (big ints stay ints, decimals stay Decimal)."""
+    return json.loads(body, parse_float=Decimal)
 
-    It may start before twisted.web has the whole request (to stream the
+
+@implementer(IPushProducer)
+class Relay:
+    """Writes one shard's response to the client: the Sink of a shard call.
+
+    It may be created before twisted.web has the whole request (to stream the
     body); until ``attach`` is called from ``render``, whatever the shard
     answers is held (the shard's transport paused), because twisted.web cannot
     respond to a request it is still reading.
     """
 
-    def __init__(self, request: Any, gateway: Any, shard: Shard) -> None:
+    def __init__(self, request: Any, gateway: Any, route: Route, shard: str) -> None:
         self.request = request
         self.gateway = gateway
+        self.route = route
         self.shard = shard
         self.call: Any = None
         self.upload: StreamedUpload | None = None
@@ -126,36 +151,15 @@ class ProxyResponse:
         self.committed = False
         self.attached = False
         self._held: Any = None  # a response or ShardError that came before attach
+        self._rewrite: list[bytes] | None = None  # body being collected for id rewriting
+        self._rewrite_size = 0
 
-    def start_streaming(self, method: bytes, uri: bytes, length: int | None) -> None:
-        """Start while the body is still arriving (called when the headers are in)."""
-        self.upload = StreamedUpload(self.request.channel.transport, length)
-        self.request.notifyFinish().addErrback(self._client_gone)
-        self._call(method, uri, self.upload, self.upload.sent)
-
-    def start(self) -> None:
-        """Start once twisted.web has the whole request (body spooled, if any)."""
-        request = self.request
-        request.notifyFinish().addErrback(self._client_gone)
-        content = request.content
-        content.seek(0, 2)
-        has_body = content.tell() > 0
-        content.seek(0)
-        body = None
-        if has_body or request.method in _BODY_METHODS:
-            body = FileBodyProducer(content)
-        self._call(request.method, request.uri, body, None)
-        self.attach()
-
-    def _call(self, method: bytes, uri: bytes, body: Any, body_sent: Deferred | None) -> None:
-        self.call = self.gateway.client.call(
-            method,
-            self.shard.url.encode() + uri,
-            upstream_request_headers(self.request, scatter=False),
-            body,
-            self,
-            body_sent=body_sent,
-        )
+    def send(self, method: bytes, uri: bytes, body: Any, body_sent: Deferred | None = None,
+             headers: Any = None) -> None:
+        url = self.gateway.config.shard(self.shard).url.encode() + uri
+        if headers is None:
+            headers = upstream_request_headers(self.request, scatter=False)
+        self.call = self.gateway.client.call(method, url, headers, body, self, body_sent=body_sent)
 
     def attach(self) -> None:
         """twisted.web has the whole request: the response may now be written."""
@@ -172,7 +176,7 @@ class ProxyResponse:
         self.request.registerProducer(self, True)
 
     def cancel(self) -> None:
-        """Drop the shard request (the gateway answers the client itself)."""
+        """Drop the shard request (the client is gone, or the gateway answers itself)."""
         self.gone = True
         if self.call is not None:
             self.call.cancel()
@@ -198,7 +202,9 @@ class ProxyResponse:
         for name, values in end_to_end(response.headers, drop=(b"content-length",)):
             if any(values):  # the gzip decoder leaves an empty Content-Encoding behind
                 request.responseHeaders.setRawHeaders(name, values)
-        if request.method == b"HEAD":
+        if self.route.id_fields and 200 <= response.code < 300 and request.method != b"HEAD":
+            self._rewrite = []  # collect, rewrite ids, then send with its new length
+        elif request.method == b"HEAD":
             length = response.headers.getRawHeaders(b"content-length")
             if length:
                 request.responseHeaders.setRawHeaders(b"content-length", length[-1:])
@@ -208,14 +214,39 @@ class ProxyResponse:
     def data(self, data: bytes) -> bool:
         if self.gone:
             return False
-        self.request.write(data)
+        if self._rewrite is None:
+            self.request.write(data)
+            return True
+        self._rewrite.append(data)
+        self._rewrite_size += len(data)
+        if self._rewrite_size > self.gateway.config.max_body(self.route):
+            self.committed = False
+            self.request.unregisterProducer()
+            self._error(502, "response_too_large", "the shard's response is too large to "
+                        "rewrite its ids (over max_body)")
+            return False
         return True
 
     def end(self) -> None:
         if self.gone:
             return
+        if self._rewrite is not None:
+            body = self._rewritten(b"".join(self._rewrite))
+            self.request.setHeader(b"content-length", b"%d" % len(body))
+            self.request.write(body)
         self.request.unregisterProducer()
         self.request.finish()
+
+    def _rewritten(self, body: bytes) -> bytes:
+        try:
+            doc = _loads(body)
+        except ValueError:
+            return body  # not JSON: nothing to rewrite
+        target = ids.lookup(doc, tuple(self.route.item.split("."))) if self.route.item else doc
+        if target is None:
+            return body
+        ids.globalize(target, ids.split_paths(self.route.id_fields), self.shard)
+        return encode_value(doc)
 
     def failed(self, error: ShardError) -> None:
         if self.gone:
@@ -227,18 +258,22 @@ class ProxyResponse:
             return
         request = self.request
         request.unregisterProducer()
-        if self.committed:
+        if self.committed and self._rewrite is None:
             self.gone = True
             request.channel.transport.abortConnection()
             return
-        respond_error(
-            request,
-            504 if error.is_timeout else 502,
-            "shard_timeout" if error.is_timeout else "shard_unavailable",
-            f"shard {self.shard.name}: {error.message}",
-            shard=self.shard.name,
-            shard_error=error.code,
-        )
+        timeout = error.is_timeout
+        self._error(504 if timeout else 502,
+                    "shard_timeout" if timeout else "shard_unavailable",
+                    f"shard {self.shard}: {error.message}", shard_error=error.code)
+
+    def _error(self, status: int, code: str, message: str, **extra: Any) -> None:
+        self.gone = True
+        request = self.request
+        request.responseHeaders = type(request.responseHeaders)()
+        respond_error(request, status, code, message, shard=self.shard, **extra)
+        if self.call is not None:
+            self.call.cancel()
 
     # -- IPushProducer -----------------------------------------------------------
 
@@ -251,9 +286,80 @@ class ProxyResponse:
             self.call.resume()
 
     def stopProducing(self) -> None:
-        self._client_gone(None)
+        self.client_gone(None)
 
-    def _client_gone(self, reason: Any) -> None:
-        if self.gone:
-            return
-        self.cancel()
+    def client_gone(self, reason: Any) -> None:
+        if not self.gone:
+            self.cancel()
+
+
+def streams_body(route: Route, method: bytes) -> bool:
+    """Can this route-mode request's body go to the shard unread?"""
+    return not route.shard_key_body and not (route.id_fields and method in _BODY_METHODS)
+
+
+def start_streaming(request: Any, gateway: Any, match: Match, length: int | None) -> Relay | None:
+    """Start a route-mode request whose body is still arriving, if the path
+    alone names its owner and the body needs no rewrite."""
+    method, uri = request.channel._command, request.channel._path
+    if match.route.mode != "route" or not streams_body(match.route, method):
+        return None
+    target = gateway.router.owner(match, uri)
+    if target is None:
+        return None
+    shard, path = target
+    relay = Relay(request, gateway, match.route, shard)
+    relay.upload = StreamedUpload(request.channel.transport, length)
+    request.notifyFinish().addErrback(relay.client_gone)
+    relay.send(method, path, relay.upload, relay.upload.sent)
+    return relay
+
+
+def start(request: Any, gateway: Any, match: Match) -> None:
+    """A route-mode request whose body (if any) twisted.web has read whole."""
+    route = match.route
+    content = request.content
+    content.seek(0)
+    body = content.read()
+    target = gateway.router.owner(match, request.uri)
+    headers = upstream_request_headers(request, scatter=False)
+    if not streams_body(route, request.method) and (body or route.shard_key_body):
+        shard, path, body = _rewrite_body(gateway, route, target, body, request.uri)
+        headers.setRawHeaders(b"content-type", [b"application/json"])
+    else:
+        assert target is not None
+        shard, path = target
+    producer = None
+    if body or request.method in _BODY_METHODS:
+        producer = FileBodyProducer(io.BytesIO(body))
+    relay = Relay(request, gateway, route, shard)
+    request.notifyFinish().addErrback(relay.client_gone)
+    relay.send(request.method, path, producer, headers=headers)
+    relay.attach()
+
+
+def _rewrite_body(gateway: Any, route: Route, target: tuple[str, bytes] | None, body: bytes,
+                  uri: bytes) -> tuple[str, bytes, bytes]:
+    """Owner from the body if need be; global ids in it back to local ones."""
+    try:
+        doc = _loads(body) if body else None
+    except ValueError as e:
+        raise BadBody(f"the request body is not valid JSON ({e})") from None
+    if route.shard_key_body:
+        if not isinstance(doc, dict):
+            raise BadBody("the request body must be a JSON object")
+        shard, path = gateway.router.body_owner(route, doc), uri
+    else:
+        assert target is not None
+        shard, path = target
+    named: set[str] = set()
+    if route.shard_key_body:  # a path from the body's root
+        named |= ids.localize(doc, ids.split_paths([route.shard_key_body]))
+    if route.id_fields:  # paths inside the resource object (route.item), else the root
+        obj = ids.lookup(doc, tuple(route.item.split("."))) if route.item else None
+        named |= ids.localize(obj if obj is not None else doc, ids.split_paths(route.id_fields))
+    others = sorted(named - {shard})
+    if others:
+        raise CrossShard(f"the body refers to shard {others[0]!r} but the write goes to shard "
+                         f"{shard!r}; nothing was written")
+    return shard, path, encode_value(doc)

@@ -13,11 +13,15 @@ from typing import Any
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from .config import Config
+from cachetools import TTLCache
+
+from . import proxy
+from .config import Config, Route
 from .errors import respond_error
 from .fanout import ScatterResponse
-from .proxy import ProxyResponse
-from .routing import MethodNotAllowed, Router, RoutingError
+from .find import FindResponse
+from .proxy import Relay
+from .routing import Match, MethodNotAllowed, Router, RoutingError
 from .upstream import UpstreamClient
 
 HEALTH_PATH = b"/healthz"
@@ -30,6 +34,14 @@ class Gateway:
         self.config = config
         self.client = client
         self.router = Router(config)
+        self._find_caches: dict[str, TTLCache] = {}
+
+    def find_cache(self, route: Route) -> TTLCache:
+        """The owner cache of a find route (path -> shard), bounded in size and age."""
+        cache = self._find_caches.get(route.key)
+        if cache is None:
+            cache = self._find_caches[route.key] = TTLCache(route.cache_size, route.cache_ttl)
+        return cache
 
 
 class GatewayResource(Resource):
@@ -40,29 +52,25 @@ class GatewayResource(Resource):
         self.gateway = gateway
 
     def render(self, request: Any) -> Any:
-        gateway = getattr(request, "gateway", None) or self.gateway
         if request.path == HEALTH_PATH and request.method in (b"GET", b"HEAD"):
             request.setHeader(b"content-type", b"application/json")
             request.setHeader(b"cache-control", b"no-store")
             return b'{"status":"ok"}'
-        if getattr(request, "too_large", False):
-            limit = gateway.config.server.max_body
-            respond_error(
-                request, 413, "body_too_large", f"the request body is over {limit} bytes"
-            )
-            return server.NOT_DONE_YET
-        if getattr(request, "proxy", None) is not None:
-            request.proxy.attach()  # started when the headers came in
-            return server.NOT_DONE_YET
-        method = request.method.decode("ascii", "replace")
-        path = request.path.decode("latin-1")
+        gateway = getattr(request, "gateway", None) or self.gateway
         try:
-            match = gateway.router.match(method, path)
-            if match.route.mode == "scatter":
+            match = getattr(request, "match", None) or _match(gateway, request.method, request.uri)
+            if getattr(request, "too_large", False):
+                limit = gateway.config.max_body(match.route)
+                respond_error(request, 413, "body_too_large",
+                              f"the request body is over {limit} bytes")
+            elif getattr(request, "relay", None) is not None:
+                request.relay.attach()  # started when the headers came in
+            elif match.route.mode == "scatter":
                 ScatterResponse(request, gateway, match.route).start()
+            elif match.route.mode == "find":
+                FindResponse(request, gateway, match).start()
             else:
-                shard = gateway.config.shard(gateway.router.owner(match))
-                ProxyResponse(request, gateway, shard).start()
+                proxy.start(request, gateway, match)
         except RoutingError as e:
             if isinstance(e, MethodNotAllowed):
                 request.setHeader(b"allow", ", ".join(e.extra["allow"]).encode())
@@ -70,31 +78,46 @@ class GatewayResource(Resource):
         return server.NOT_DONE_YET
 
 
-class GatewayRequest(server.Request):
-    """A request that is bounded by ``server.max_body`` and pinned to one gateway.
+def _match(gateway: Gateway, method: bytes, uri: bytes) -> Match:
+    return gateway.router.match(method.decode("ascii", "replace"),
+                                uri.split(b"?", 1)[0].decode("latin-1"))
 
-    Its gateway is chosen when its headers are in, so a reload never changes
-    the rules in the middle of a request. A route-mode request with a body is
-    started at that moment too, and its body streamed to the shard as it
-    arrives; any other body is spooled by twisted.web as usual. Past the
-    limit we keep reading (so the connection stays usable) but store and
-    forward nothing.
+
+class GatewayRequest(server.Request):
+    """A request that is bounded by its route's ``max_body`` and pinned to one gateway.
+
+    Its gateway and route are chosen when its headers are in, so a reload
+    never changes the rules in the middle of a request. A route-mode request
+    whose body needs no rewrite is started at that moment too, and its body
+    streamed to the shard as it arrives; any other body is spooled by
+    twisted.web as usual. Past the limit we keep reading (so the connection
+    stays usable) but store and forward nothing.
     """
 
     too_large = False
     gateway: Gateway | None = None
-    proxy: ProxyResponse | None = None
+    match: Match | None = None
+    relay: Relay | None = None
     _received = 0
+    _limit = 0
 
     def gotLength(self, length: int | None) -> None:
         gateway = self.gateway = self.channel.site.resource.gateway
-        if length is not None and length > gateway.config.server.max_body:
+        try:
+            self.match = _match(gateway, self.channel._command, self.channel._path)
+        except RoutingError:
+            self.match = None  # render answers it, once the (bounded) body is read
+        self._limit = gateway.config.max_body(self.match.route if self.match else None)
+        if length is not None and length > self._limit:
             self.too_large = True
             self.content = io.BytesIO()
             return
-        if length != 0:
-            self.proxy = _streaming_proxy(self, gateway, length)
-            if self.proxy is not None:
+        if length != 0 and self.match is not None:
+            try:
+                self.relay = proxy.start_streaming(self, gateway, self.match, length)
+            except RoutingError:
+                self.relay = None  # render answers it
+            if self.relay is not None:
                 self.content = io.BytesIO()
                 return
         super().gotLength(length)
@@ -103,39 +126,23 @@ class GatewayRequest(server.Request):
         if self.too_large:
             return
         self._received += len(data)
-        if self._received > self.gateway.config.server.max_body:
+        if self._received > self._limit:
             self.too_large = True
-            if self.proxy is not None:
-                self.proxy.cancel()  # the shard gets a cut body and a reset: nothing written
+            if self.relay is not None:
+                self.relay.cancel()  # the shard gets a cut body and a reset: nothing written
             else:
                 self.content.close()
                 self.content = io.BytesIO()
             return
-        if self.proxy is not None:
-            self.proxy.upload.write(data)
+        if self.relay is not None:
+            self.relay.upload.write(data)
         else:
             super().handleContentChunk(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if self.proxy is not None and not self.too_large:
-            self.proxy.upload.finish()
+        if self.relay is not None and not self.too_large:
+            self.relay.upload.finish()
         super().requestReceived(command, path, version)
-
-
-def _streaming_proxy(request: GatewayRequest, gateway: Gateway, length: int | None) -> ProxyResponse | None:
-    """Start a route-mode request whose body is still arriving, if that is what it is."""
-    method, uri = request.channel._command, request.channel._path
-    try:
-        match = gateway.router.match(method.decode("ascii", "replace"),
-                                     uri.split(b"?", 1)[0].decode("latin-1"))
-        if match.route.mode != "route":
-            return None
-        shard = gateway.config.shard(gateway.router.owner(match))
-    except RoutingError:
-        return None  # answered in render, once the (bounded) body is read
-    proxy = ProxyResponse(request, gateway, shard)
-    proxy.start_streaming(method, uri, length)
-    return proxy
 
 
 class _Channel(http.HTTPChannel):

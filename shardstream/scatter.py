@@ -1,19 +1,29 @@
 """The state of one fanned-out list request, without any I/O.
 
 The shell feeds each shard's body bytes, end of body and failures in; the
-scatter parses, merges and encodes, and hands out the bytes for the client.
-Every shard ends exactly once, either cleanly or with a :class:`ShardError`;
-when all have ended the document is closed with the meta.
+scatter parses, merges, skips the offset, stops at the limit, rewrites ids,
+encodes, and hands out the bytes for the client. Every shard ends exactly
+once: cleanly, with a :class:`ShardError`, or stopped early once the page is
+full. When all have ended the document is closed with the meta.
+
+Paging bookkeeping: ``consumed[i]`` counts shard i's items that this page
+used up (skipped by the offset or delivered). A shard's position for the next
+page is its start plus that. Once the limit is reached, a shard is still read
+only as long as that is needed to know whether it has more items (and, when
+the route wants totals, to see its total); the shell stops the others.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from . import ids
 from .encode import JSONListEncoder, NDJSONEncoder
 from .errors import ShardError
-from .merge import InterleavedMerge
+from .merge import InterleavedMerge, OrderedMerge, Unsorted
 from .parse import ItemParser, ParseError
+
+Merge = InterleavedMerge | OrderedMerge
 
 
 class Scatter:
@@ -22,15 +32,35 @@ class Scatter:
         shards: Sequence[str],
         prefix: str,
         encoder: JSONListEncoder | NDJSONEncoder,
-        merge: InterleavedMerge | None = None,
+        merge: Merge | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        quota: int | None = None,
+        starts: Mapping[str, int] | None = None,
+        total: str | None = None,
+        id_fields: Sequence[str] = (),
+        cursor: Callable[[dict[str, int]], str] | None = None,
     ) -> None:
+        n = len(shards)
         self.shards = tuple(shards)
         self.encoder = encoder
-        self.merge = merge if merge is not None else InterleavedMerge(len(shards))
-        self._parsers = [ItemParser(prefix) for _ in shards]
-        self.delivered = [0] * len(shards)
+        self.merge = merge if merge is not None else InterleavedMerge(n)
+        self._parsers = [ItemParser(prefix, total) for _ in shards]
+        self._want_total = bool(total)
+        self._id_paths = ids.split_paths(id_fields)
+        self._cursor = cursor
+        self.limit = limit
+        self._skip = offset
+        self._left = limit  # items still to deliver
+        self.quota = quota
+        self.starts = [0 if starts is None else starts.get(s, 0) for s in shards]
+        self.delivered = [0] * n
+        self.consumed = [0] * n
+        self.returned = [0] * n
         self.failures: dict[int, ShardError] = {}
-        self._open = set(range(len(shards)))
+        self._ended = [False] * n  # ended cleanly
+        self._open = set(range(n))
         self._out: list[bytes] = []
         self.started = False  # the document's head has been handed out
         self.closed = False  # the meta has been handed out
@@ -38,7 +68,7 @@ class Scatter:
     # -- events from the shell ------------------------------------------
 
     def feed(self, shard: int, data: bytes) -> bool:
-        """A chunk of a shard's body. False: the shard failed, stop reading it."""
+        """A chunk of a shard's body. False: stop reading it (failed or no longer needed)."""
         if shard not in self._open:
             return False
         try:
@@ -46,10 +76,9 @@ class Scatter:
         except ParseError as e:
             self.fail(shard, ShardError(e.code, str(e)))
             return False
-        if items:
-            self.merge.push(shard, items)
-            self._drain()
-        return True
+        if items and not self._push(shard, items):
+            return False
+        return self.wanted(shard)
 
     def end(self, shard: int) -> None:
         """The shard's body ended cleanly at the HTTP level."""
@@ -60,8 +89,9 @@ class Scatter:
         except ParseError as e:
             self.fail(shard, ShardError(e.code, str(e)))
             return
-        self.merge.push(shard, items)
-        self._finish(shard)
+        if self._push(shard, items):
+            self._ended[shard] = True
+            self._finish(shard)
 
     def fail(self, shard: int, error: ShardError) -> None:
         """The shard failed; items it already yielded stay delivered."""
@@ -70,14 +100,34 @@ class Scatter:
         self.failures[shard] = error
         self._finish(shard)
 
+    def stop(self, shard: int) -> None:
+        """The shell stopped reading a shard that this page no longer needs."""
+        if shard in self._open:
+            self._finish(shard)
+
     # -- state for the shell --------------------------------------------
 
     @property
     def done(self) -> bool:
         return not self._open
 
+    @property
+    def limit_reached(self) -> bool:
+        return self._left is not None and self._left <= 0
+
     def is_open(self, shard: int) -> bool:
         return shard in self._open
+
+    def wanted(self, shard: int) -> bool:
+        """Does the page still need this shard's bytes?"""
+        if shard not in self._open:
+            return False
+        if not self.limit_reached:
+            return True
+        if (self._want_total and self._parsers[shard].total is None
+                and self.quota is not None and self.returned[shard] <= self.quota):
+            return True  # bounded: the shard was asked for a limited number of items
+        return self.merge.queued(shard) == 0  # not yet known whether it has more
 
     @property
     def all_failed(self) -> bool:
@@ -101,6 +151,22 @@ class Scatter:
         self._out = []
         return b"".join(out)
 
+    def positions(self) -> dict[str, int]:
+        return {s: self.starts[i] + self.consumed[i] for i, s in enumerate(self.shards)}
+
+    def has_more(self, shard: int) -> bool:
+        """May this shard hold items after its position? (True when unsure.)"""
+        if shard in self.failures or self.merge.queued(shard):
+            return True
+        if not self._ended[shard]:
+            return True  # stopped early with nothing queued cannot happen; still open: unsure
+        if self.quota is None or self.returned[shard] < self.quota:
+            return False
+        total = self._parsers[shard].total
+        if total is not None:
+            return self.starts[shard] + self.consumed[shard] < total
+        return True  # it sent exactly what it was asked for: there may be more
+
     def meta(self) -> dict[str, Any]:
         failed = [
             {
@@ -112,15 +178,35 @@ class Scatter:
             }
             for i, e in sorted(self.failures.items())
         ]
-        return {
+        meta: dict[str, Any] = {
             "shards": {
                 "total": len(self.shards),
                 "succeeded": len(self.shards) - len(self._open) - len(self.failures),
                 "failed": failed,
             }
         }
+        if self._want_total:
+            totals = [p.total for p in self._parsers]
+            meta["total"] = sum(t for i, t in enumerate(totals)
+                                if t is not None and i not in self.failures)
+            meta["total_excludes"] = [s for i, s in enumerate(self.shards)
+                                      if totals[i] is None or i in self.failures]
+        if self._cursor is not None:
+            more = any(self.has_more(i) for i in range(len(self.shards)))
+            meta["next_cursor"] = self._cursor(self.positions()) if more else None
+        return meta
 
     # -- internals -------------------------------------------------------
+
+    def _push(self, shard: int, items: list[Any]) -> bool:
+        self.returned[shard] += len(items)
+        try:
+            self.merge.push(shard, items)
+        except Unsorted as e:
+            self.fail(shard, ShardError("unsorted", f"{e}; later items of this shard were dropped"))
+            return False
+        self._drain()
+        return True
 
     def _finish(self, shard: int) -> None:
         self._open.discard(shard)
@@ -128,15 +214,31 @@ class Scatter:
         self._drain()
 
     def _drain(self) -> None:
-        batches = self.merge.pop()
+        if self.limit_reached:
+            return
+        budget = None if self._left is None else self._skip + self._left
+        batches = self.merge.pop(budget)
         if not batches:
             return
         out = self._out
-        if not self.started:
-            out.append(self.encoder.begin())
-            self.started = True
         encode = self.encoder.items
-        delivered = self.delivered
         for shard, items in batches:
-            delivered[shard] += len(items)
+            if self._skip:
+                n = min(self._skip, len(items))
+                self._skip -= n
+                self.consumed[shard] += n
+                items = items[n:]
+                if not items:
+                    continue
+            if not self.started:
+                out.append(self.encoder.begin())
+                self.started = True
+            if self._id_paths:
+                name = self.shards[shard]
+                for item in items:
+                    ids.globalize(item, self._id_paths, name)
+            self.delivered[shard] += len(items)
+            self.consumed[shard] += len(items)
+            if self._left is not None:
+                self._left -= len(items)
             out.append(encode(items))

@@ -119,7 +119,8 @@ def test_router_matches_routes_and_owners(tmp_path):
     router = Router(config.load(write(tmp_path, GOOD)))
     m = router.match("GET", "/v3/vendors/v%32%300/events")
     assert (m.route.mode, dict(m.params)) == ("route", {"vendor_id": "v200"})
-    assert router.owner(m) == "s2"
+    assert router.owner(m, b"/v3/vendors/v%32%300/events?x=1") == (
+        "s2", b"/v3/vendors/v%32%300/events?x=1")
     assert router.match("GET", "/v3/events").route.mode == "scatter"
     with pytest.raises(MethodNotAllowed) as e:
         router.match("DELETE", "/v3/events")
@@ -128,7 +129,7 @@ def test_router_matches_routes_and_owners(tmp_path):
         with pytest.raises(NotFound):
             router.match("GET", path)
     with pytest.raises(UnknownShardKey):
-        router.owner(router.match("POST", "/v3/vendors/v999/events"))
+        router.owner(router.match("POST", "/v3/vendors/v999/events"), b"/")
 
 
 def _documented_keys() -> set[str]:

@@ -34,7 +34,8 @@ class InterleavedTests(GatewayTestCase):
         )
         self.assertEqual(ids(doc), expected)
         self.assertEqual(len(doc["data"]), len(expected))  # nothing twice
-        self.assertEqual(doc["meta"], {"shards": {"total": 4, "succeeded": 4, "failed": []}})
+        self.assertEqual(doc["meta"], {"shards": {"total": 4, "succeeded": 4, "failed": []},
+                                       "next_cursor": None})
         self.assertEqual(list(doc), ["data", "meta"])  # meta last
 
     @defer.inlineCallbacks

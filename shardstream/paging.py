@@ -1,0 +1,195 @@
+"""A list request's sort, limit, offset and cursor, and what each shard is asked.
+
+Sans-IO. The client speaks the gateway's list parameters (``sort``, ``limit``,
+``offset``, ``cursor``); each shard is asked, in the route's own parameter
+names, for the sort and for just enough items: ``offset + limit`` from its
+start on a first page, ``limit`` from its own position on a cursor page.
+
+A cursor is ``base64url(JSON payload) "." base64url(HMAC-SHA256)[:22]``. The
+payload holds the route, the sort, the limit and every shard's position (how
+many of its items, in the requested order, the client has been given). The
+next page asks each shard only for what comes after that position, so a
+cursor chain returns every item exactly once whatever the ties in the sort
+key, and a cursor works on any gateway instance that shares the secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import quote
+
+from .config import Route
+from .routing import RoutingError
+
+CLIENT_PARAMS = (b"sort", b"limit", b"offset", b"cursor")
+_EPHEMERAL_SECRET = os.urandom(32)  # used when the config has no [cursor] secret
+_MAC_LEN = 16
+
+
+class BadListQuery(RoutingError):
+    status = 400
+    code = "bad_request"
+
+
+class BadCursor(RoutingError):
+    status = 400
+    code = "invalid_cursor"
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    sort: str | None = None  # as the client wrote it: "starts_at" or "-starts_at"
+    limit: int | None = None
+    offset: int = 0
+    positions: Mapping[str, int] | None = None  # from a cursor
+
+    @property
+    def sort_path(self) -> str | None:
+        return split_sort(self.sort)[0] if self.sort else None
+
+    @property
+    def descending(self) -> bool:
+        return bool(self.sort and self.sort.startswith("-"))
+
+    def start(self, shard: str) -> int:
+        """How many of this shard's items earlier pages consumed."""
+        return (self.positions or {}).get(shard, 0)
+
+    def quota(self) -> int | None:
+        """Items each shard is asked for: enough for the whole page on its own."""
+        if self.limit is None:
+            return None
+        return self.limit + (0 if self.positions is not None else self.offset)
+
+
+def split_sort(sort: str) -> tuple[str, bool]:
+    """``"-starts_at"`` -> ``("starts_at", True)``."""
+    return (sort[1:], True) if sort.startswith("-") else (sort, False)
+
+
+def _single(args: Mapping[bytes, list[bytes]], name: bytes) -> str | None:
+    values = args.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadListQuery(f"{name.decode()} is given {len(values)} times")
+    try:
+        return values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadListQuery(f"{name.decode()} is not valid UTF-8") from None
+
+
+def _count(text: str | None, name: str, minimum: int) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit() or int(text) < minimum:
+        raise BadListQuery(f"{name} must be a whole number >= {minimum}, not {text!r}")
+    return int(text)
+
+
+def parse(route: Route, args: Mapping[bytes, list[bytes]], secret: bytes | None) -> ListQuery:
+    """Validate the client's list parameters for a scatter route."""
+    sort = _single(args, b"sort")
+    if sort is not None:
+        if split_sort(sort)[0] not in route.sort:
+            allowed = ", ".join(route.sort) or "none"
+            raise BadListQuery(
+                f"cannot sort by {sort!r} (allowed: {allowed}; prefix '-' for descending)"
+            )
+    limit = _count(_single(args, b"limit"), "limit", 1)
+    offset = _count(_single(args, b"offset"), "offset", 0) or 0
+    cursor = _single(args, b"cursor")
+    positions = None
+    if cursor is not None:
+        if offset:
+            raise BadListQuery("offset cannot be combined with cursor")
+        state = decode_cursor(cursor, route, secret)
+        if sort is not None and sort != state["s"]:
+            raise BadListQuery(
+                f"this cursor was made for sort={state['s'] or '(none)'}, not sort={sort}"
+            )
+        sort = state["s"]
+        if limit is None:
+            limit = state["l"]
+        positions = state["p"]
+    if limit is None:
+        limit = route.default_limit or route.max_limit
+    if limit is not None and route.max_limit is not None and limit > route.max_limit:
+        raise BadListQuery(f"limit {limit} is above this route's maximum of {route.max_limit}")
+    return ListQuery(sort=sort, limit=limit, offset=offset, positions=positions)
+
+
+def shard_query(route: Route, query: ListQuery, shard: str, raw_query: bytes) -> bytes:
+    """The query string for one shard: the client's own parameters, unchanged,
+    then the route's sort, limit and offset parameters."""
+    owned = set(CLIENT_PARAMS) | {
+        quote(p, safe="").encode() for p in (route.sort_param, route.limit_param, route.offset_param)
+    }
+    kept = [part for part in raw_query.split(b"&") if part and part.split(b"=", 1)[0] not in owned]
+    extra: list[tuple[str, str]] = []
+    if query.sort is not None:
+        extra.append((route.sort_param, query.sort))
+    quota = query.quota()
+    if quota is not None:
+        extra.append((route.limit_param, str(quota)))
+    start = query.start(shard)
+    if start:
+        extra.append((route.offset_param, str(start)))
+    kept += [f"{quote(k, safe='')}={quote(v, safe='')}".encode() for k, v in extra]
+    return b"&".join(kept)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(secret: bytes | None, payload: bytes) -> bytes:
+    key = secret if secret is not None else _EPHEMERAL_SECRET
+    return hmac.new(key, payload, hashlib.sha256).digest()[:_MAC_LEN]
+
+
+def encode_cursor(route: Route, query: ListQuery, positions: Mapping[str, int],
+                  secret: bytes | None) -> str:
+    payload = json.dumps(
+        {"v": 1, "r": route.path, "s": query.sort, "l": query.limit, "p": dict(positions)},
+        separators=(",", ":"), sort_keys=True,
+    ).encode()
+    return f"{_b64(payload)}.{_b64(_mac(secret, payload))}"
+
+
+def decode_cursor(cursor: str, route: Route, secret: bytes | None) -> dict[str, Any]:
+    """The verified payload of a cursor; BadCursor (400) for anything else."""
+    body, dot, mac = cursor.partition(".")
+    try:
+        payload = _unb64(body)
+        given = _unb64(mac)
+    except ValueError:
+        raise BadCursor("the cursor is not one this gateway issued") from None
+    if not dot or not hmac.compare_digest(given, _mac(secret, payload)):
+        raise BadCursor("the cursor is not one this gateway issued (or it was altered)")
+    try:
+        state = json.loads(payload)
+        ok = (
+            state["v"] == 1
+            and (state["s"] is None or isinstance(state["s"], str))
+            and (state["l"] is None or (isinstance(state["l"], int) and state["l"] > 0))
+            and all(isinstance(k, str) and isinstance(v, int) and v >= 0
+                    for k, v in state["p"].items())
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise BadCursor("the cursor is malformed")
+    if state["r"] != route.path:
+        raise BadCursor(f"this cursor belongs to {state['r']}, not {route.path}")
+    return state
