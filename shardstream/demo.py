@@ -75,7 +75,7 @@ def inventory(shard_index: int, count: int = EVENTS_PER_SHARD) -> list[dict[str,
                 "country": country,
                 "starts_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "duration_minutes": minutes,
-                "price": {"amount": f"{rng.randrange(1500, 25000) / 100:.2f}", "currency": "EUR"},
+                "price": {"amount": rng.randrange(1500, 25000) / 100, "currency": "EUR"},
                 "capacity": capacity,
                 "seats_left": rng.randrange(0, capacity + 1),
                 "languages": sorted(rng.sample(_LANGUAGES, rng.randrange(1, 4))),
@@ -85,9 +85,18 @@ def inventory(shard_index: int, count: int = EVENTS_PER_SHARD) -> list[dict[str,
     return events
 
 
+def vendors(shard_index: int) -> dict[str, dict[str, Any]]:
+    """The vendors a shard holds, by id."""
+    return {
+        e["vendor_id"]: {"id": e["vendor_id"], "name": e["vendor_name"], "city": e["city"],
+                         "country": e["country"]}
+        for e in inventory(shard_index)
+    }
+
+
 def shard_sims(reactor: Any = None) -> list[ShardSim]:
     return [
-        ShardSim(name, inventory(i), delay=delay, drip=drip, reactor=reactor)
+        ShardSim(name, inventory(i), delay=delay, drip=drip, vendors=vendors(i), reactor=reactor)
         for i, (name, _, delay, drip) in enumerate(SHARDS)
     ]
 
@@ -109,8 +118,17 @@ def demo_config(urls: list[str], listen: str) -> config_mod.Config:
         },
         "shards": {name: {"urls": [url]} for (name, *_), url in zip(SHARDS, urls)},
         "routes": [
-            {"path": "/v3/events", "mode": "scatter", "items": "data.item"},
-            {"path": "/v3/vendors/{vendor_id}/events", "mode": "route", "shard_key": "vendor_id"},
+            {"path": "/v3/events", "mode": "scatter", "items": "data.item",
+             "sort": ["starts_at", "price.amount", "rating"], "max_limit": 500,
+             "total": "meta.total", "id_fields": ["id"]},
+            {"path": "/v3/events", "methods": ["POST"], "mode": "route",
+             "shard_key_body": "vendor_id", "id_fields": ["id"], "max_body": 65536},
+            {"path": "/v3/events/{event_id}", "mode": "route", "global_id": "event_id",
+             "id_fields": ["id"]},
+            {"path": "/v3/vendors/{vendor_id}/events", "mode": "route", "shard_key": "vendor_id",
+             "id_fields": ["id"]},
+            {"path": "/v3/vendors/{vendor_id}", "mode": "find", "cache_size": 1000,
+             "cache_ttl": 60.0},
         ],
         "shard_map": {"vendor_id": vendor_map},
     }

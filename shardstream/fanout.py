@@ -127,13 +127,15 @@ class ScatterResponse:
         """Stop the shards the page no longer needs, pause the ones whose merge
         queue is full (or all, while the client is slow), then write."""
         scatter = self.scatter
+        for i in scatter.release():
+            if i < len(self.calls):
+                self.calls[i].cancel()
         queued = scatter.merge.queued
         for i, call in enumerate(self.calls):
             if call.done:
                 continue
-            if not scatter.wanted(i):
-                scatter.stop(i)
-                call.cancel()
+            if not scatter.is_open(i):
+                call.cancel()  # failed in the scatter (e.g. malformed JSON)
             elif self.client_paused or queued(i) >= QUEUE_BOUND:
                 call.pause()
             else:

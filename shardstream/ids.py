@@ -22,6 +22,7 @@ from typing import Any, Iterable
 SEP = "~"
 _RAW = re.compile(r"^[A-Za-z0-9._-]+$")
 _INT = re.compile(r"^-?[0-9]+$")
+_B64 = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 class BadGlobalId(ValueError):
@@ -49,15 +50,18 @@ def decode(gid: Any) -> tuple[str, int | str]:
     if not sep or not shard or len(rest) < 2:
         raise BadGlobalId(f"{gid!r} is not a global id (like 'eu~i42')")
     tag, body = rest[0], rest[1:]
+    local: int | str | None = None
     if tag == "i" and _INT.match(body):
-        return shard, int(body)
-    if tag == "r" and _RAW.match(body):
-        return shard, body
-    if tag == "b":
+        local = int(body)
+    elif tag == "r" and _RAW.match(body):
+        local = body
+    elif tag == "b" and _B64.match(body):
         try:
-            return shard, base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("utf-8")
+            local = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("utf-8")
         except (ValueError, UnicodeDecodeError):
-            pass
+            local = None
+    if local is not None and encode(shard, local) == gid:  # exactly one spelling per id
+        return shard, local
     raise BadGlobalId(f"{gid!r} is not a global id (like 'eu~i42')")
 
 

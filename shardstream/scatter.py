@@ -68,7 +68,7 @@ class Scatter:
     # -- events from the shell ------------------------------------------
 
     def feed(self, shard: int, data: bytes) -> bool:
-        """A chunk of a shard's body. False: stop reading it (failed or no longer needed)."""
+        """A chunk of a shard's body. False: it failed; stop reading it."""
         if shard not in self._open:
             return False
         try:
@@ -76,9 +76,9 @@ class Scatter:
         except ParseError as e:
             self.fail(shard, ShardError(e.code, str(e)))
             return False
-        if items and not self._push(shard, items):
-            return False
-        return self.wanted(shard)
+        if items:
+            return self._push(shard, items)
+        return True
 
     def end(self, shard: int) -> None:
         """The shard's body ended cleanly at the HTTP level."""
@@ -100,10 +100,14 @@ class Scatter:
         self.failures[shard] = error
         self._finish(shard)
 
-    def stop(self, shard: int) -> None:
-        """The shell stopped reading a shard that this page no longer needs."""
-        if shard in self._open:
-            self._finish(shard)
+    def release(self) -> list[int]:
+        """Close the shards this page no longer needs; the shell stops reading them."""
+        if not self.limit_reached:
+            return []
+        released = [i for i in sorted(self._open) if not self.wanted(i)]
+        for i in released:
+            self._finish(i)
+        return released
 
     # -- state for the shell --------------------------------------------
 

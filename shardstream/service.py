@@ -185,8 +185,11 @@ class DemoService(Service):
         for line in (
             f"try: curl -N {base}/v3/events",
             f"try: curl -N -H 'Accept: application/x-ndjson' {base}/v3/events",
-            f"try: curl {base}/v3/vendors/v100/events",
-            f"try: curl -X POST -d '{{\"title\": \"Night tram tour\"}}' {base}/v3/vendors/v200/events",
+            f"try: curl -N '{base}/v3/events?sort=starts_at&limit=5'",
+            f"try: curl {base}/v3/events/eu~i7",
+            f"try: curl {base}/v3/vendors/v300",
+            f"try: curl -X POST -d '{{\"vendor_id\": \"v200\", \"title\": \"Night tram tour\"}}' "
+            f"{base}/v3/events",
         ):
             log.info("{line}", line=line)
 

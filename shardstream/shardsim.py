@@ -9,12 +9,19 @@ which responses lost their client, so tests can see the gateway's side.
 API (``collection`` defaults to ``/v3/events``)::
 
     GET    /healthz
-    GET    {collection}[?vendor_id=&limit=&offset=]   list, streamed
-    GET    {collection}/{id}                           one item
+    GET    {collection}[?vendor_id=&sort=[-]key&limit=&offset=]   list, streamed,
+                                                   {"data":[...],"meta":{"total":N}}
+    POST   {collection}                            create (201); the body needs vendor_id
+    GET    {collection}/{id}                       one item
     PUT|PATCH|DELETE {collection}/{id}
-    GET    /v3/vendors/{vendor_id}/events              list of that vendor
-    POST   /v3/vendors/{vendor_id}/events              create (201)
-    *      /echo[/...]                                 echoes method, headers, body
+    GET    /v3/vendors/{vendor_id}                 the vendor, if it lives here
+    GET    /v3/vendors/{vendor_id}/events          list of that vendor
+    POST   /v3/vendors/{vendor_id}/events          create (201)
+    *      /echo[/...]                             echoes method, headers, body
+
+Sorting uses the gateway's documented order (numbers numerically, strings by
+code point, null and missing last) and is stable, so ties keep the shard's
+own order. ``ignore_sort=True`` makes a shard that answers unsorted.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ class ShardSim(Resource):
         fail_status: int = 500,
         batch: int = 100,
         collection: str = "/v3/events",
+        vendors: dict[str, dict[str, Any]] | None = None,
+        ignore_sort: bool = False,
         reactor: Any = None,
     ) -> None:
         super().__init__()
@@ -57,6 +66,8 @@ class ShardSim(Resource):
         self.delay, self.drip, self.batch = delay, drip, batch
         self.fail, self.fail_status = fail, fail_status
         self.collection = collection
+        self.vendors = dict(vendors or {})
+        self.ignore_sort = ignore_sort
         self.requests: list[dict[str, Any]] = []
         self.lost = 0  # responses whose client went away before the end
         self.completed = 0  # list responses written to the end
@@ -89,6 +100,19 @@ class ShardSim(Resource):
             return self._json(request, 200, echoed)
         if parts == coll and method == b"GET":
             return self._list(request, self._filter(args.get("vendor_id")), args)
+        if parts == coll and method == b"POST":
+            try:
+                vendor = json.loads(body)["vendor_id"]
+            except (ValueError, KeyError, TypeError):
+                return self._json(request, 400, {"error": {"code": "bad_body",
+                                                           "message": "vendor_id is required"}})
+            return self._create(request, vendor, body)
+        if len(parts) == 3 and parts[:2] == ["v3", "vendors"] and method in (b"GET", b"HEAD"):
+            vendor = self.vendors.get(parts[2])
+            if vendor is None:
+                return self._json(request, 404, {"error": {"code": "not_found",
+                                                           "message": "no such vendor"}})
+            return self._json(request, 200, {"data": vendor})
         if len(parts) == len(coll) + 1 and parts[:-1] == coll:
             return self._one(request, parts[-1], body)
         if len(parts) == 4 and parts[:2] == ["v3", "vendors"] and parts[3] == "events":
@@ -145,6 +169,12 @@ class ShardSim(Resource):
         return self._json(request, 201, {"data": item})
 
     def _list(self, request: Any, items: list[dict[str, Any]], args: dict[str, str]) -> Any:
+        if "sort" in args and not self.ignore_sort:
+            from .merge import sort_key  # the order the gateway documents and expects
+
+            sort = args["sort"]
+            key = sort_key(sort.lstrip("-"), sort.startswith("-"))
+            items = sorted(items, key=key)
         offset = int(args.get("offset", 0))
         total = len(items)
         items = items[offset:]
