@@ -397,8 +397,10 @@ def _only(t: _Table, methods: Any, allowed: set[str], why: str) -> frozenset[str
 
 
 def _paths(t: _Table, name: str) -> tuple[str, ...]:
-    """A list of dotted JSON paths (``"price.amount"``)."""
-    value = t.strings(name, [])
+    """A list of dotted JSON paths (``"price.amount"``); may be empty."""
+    value = t.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        t.fail(name, "must be a list of dotted paths like 'price.amount'")
     for p in value:
         if any(not part for part in p.split(".")):
             t.fail(name, f"{p!r} is not a dotted path like 'price.amount'")

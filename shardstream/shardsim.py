@@ -21,7 +21,8 @@ API (``collection`` defaults to ``/v3/events``)::
 
 Sorting uses the gateway's documented order (numbers numerically, strings by
 code point, null and missing last) and is stable, so ties keep the shard's
-own order. ``ignore_sort=True`` makes a shard that answers unsorted.
+own order. ``ignore_sort=True`` makes a shard that answers unsorted,
+``ignore_limit=True`` one that sends its whole list whatever the limit.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class ShardSim(Resource):
         collection: str = "/v3/events",
         vendors: dict[str, dict[str, Any]] | None = None,
         ignore_sort: bool = False,
+        ignore_limit: bool = False,
         reactor: Any = None,
     ) -> None:
         super().__init__()
@@ -68,6 +70,7 @@ class ShardSim(Resource):
         self.collection = collection
         self.vendors = dict(vendors or {})
         self.ignore_sort = ignore_sort
+        self.ignore_limit = ignore_limit
         self.requests: list[dict[str, Any]] = []
         self.lost = 0  # responses whose client went away before the end
         self.completed = 0  # list responses written to the end
@@ -95,6 +98,9 @@ class ShardSim(Resource):
         args = {k.decode(): v[0].decode() for k, v in request.args.items()}
         if parts == ["healthz"]:
             return self._json(request, 200, {"status": "ok", "shard": self.name})
+        if self.fail in ("status", "hang", "close"):  # these strike every request
+            _ListWriter(self, request, [], 0).start()
+            return server.NOT_DONE_YET
         if parts[0] == "echo":
             echoed = self.requests[-1] | {"body": body.decode("latin-1"), "length": len(body)}
             return self._json(request, 200, echoed)
@@ -178,7 +184,7 @@ class ShardSim(Resource):
         offset = int(args.get("offset", 0))
         total = len(items)
         items = items[offset:]
-        if "limit" in args:
+        if "limit" in args and not self.ignore_limit:
             items = items[: int(args["limit"])]
         _ListWriter(self, request, items, total).start()
         return server.NOT_DONE_YET

@@ -179,6 +179,8 @@ class ShardCall:
             return
         self._reader = _BodyReader(self)
         response.deliverBody(self._reader)
+        if self.done:  # an empty body (204, HEAD) ends inside deliverBody
+            return
         if self.paused:
             self._reader.transport.pauseProducing()
         else:
