@@ -98,6 +98,7 @@ class GatewayService(Service):
             source=self.config.source,
             backend=parse.BACKEND,
         )
+        _warn_about(self.config)
         if self.signals:
             self.reactor.callWhenRunning(self._install_signal_handlers)
 
@@ -137,6 +138,7 @@ class GatewayService(Service):
             log.warn("reload: server.listen changed; a restart is needed to apply it")
         self.site.resource.gateway = Gateway(new, client)
         self.config = new
+        _warn_about(new)
         log.info("reloaded {source}: {shards} shards, {routes} routes",
                  source=new.source, shards=len(new.shards), routes=len(new.routes))
         return True
@@ -148,6 +150,12 @@ class GatewayService(Service):
             yield self.port.stopListening()
         if self.site is not None:
             yield self.gateway.client.close()
+
+
+def _warn_about(config: config_mod.Config) -> None:
+    if config.cursor_secret is None and any(r.mode == "scatter" for r in config.routes):
+        log.warn("no [cursor] secret configured: cursors are signed with a per-process key and "
+                 "only work on this process until it restarts")
 
 
 class DemoService(Service):

@@ -133,9 +133,9 @@ def test_router_matches_routes_and_owners(tmp_path):
 
 
 def _documented_keys() -> set[str]:
-    keys = {f.name for cls in (config.ServerConfig, config.UpstreamConfig)
-            for f in dataclasses.fields(cls)}
-    keys |= {"urls", "path", "mode", "methods", "items", "shard_key"}
+    keys = {f.name for cls in (config.ServerConfig, config.UpstreamConfig, config.Route)
+            for f in dataclasses.fields(cls)} - {"params", "key"}
+    keys |= {"urls", "secret_env", "secret_file"}
     return keys
 
 
@@ -146,6 +146,66 @@ def test_every_config_key_is_documented(doc):
     assert missing == []
 
 
-def test_the_example_config_is_valid():
+def test_the_example_config_is_valid(monkeypatch):
+    monkeypatch.setenv("SHARDSTREAM_CURSOR_SECRET", "x" * 32)
     c = config.load(str(ROOT / "etc" / "shardstream.toml"))
-    assert c.routes and c.shards
+    assert c.routes and c.shards and c.cursor_secret == b"x" * 32
+    monkeypatch.delenv("SHARDSTREAM_CURSOR_SECRET")
+    with pytest.raises(config.ConfigError) as e:
+        config.load(str(ROOT / "etc" / "shardstream.toml"))
+    assert e.value.key == "cursor.secret_env"
+
+
+ISSUE4 = GOOD + """
+[[routes]]
+path = "/v3/events/{event_id}"
+mode = "route"
+global_id = "event_id"
+id_fields = ["id"]
+
+[[routes]]
+path = "/v3/events"
+methods = ["POST"]
+mode = "route"
+shard_key_body = "vendor_id"
+max_body = 1000
+
+[[routes]]
+path = "/v3/vendors/{vendor_id}"
+mode = "find"
+"""
+
+
+@pytest.mark.parametrize("text,key,problem", [
+    (ISSUE4.replace('global_id = "event_id"', 'global_id = "id"'), "routes[2].global_id",
+     "not a parameter"),
+    (ISSUE4.replace('global_id = "event_id"', 'global_id = "event_id"\nshard_key = "event_id"'),
+     "routes[2].shard_key", "exactly one of"),
+    (ISSUE4.replace('shard_key_body = "vendor_id"', ""), "routes[3].shard_key", "exactly one of"),
+    (ISSUE4.replace('mode = "find"', 'mode = "find"\nmethods = ["DELETE"]'),
+     "routes[4].methods", "GET and HEAD only"),
+    (ISSUE4.replace('mode = "find"', 'mode = "find"\nshard_key = "vendor_id"'),
+     "routes[4].shard_key", "no owner key"),
+    (ISSUE4.replace('items = "data.item"', 'items = "data.item"\nsort = ["a..b"]'),
+     "routes[0].sort", "dotted path"),
+    (ISSUE4.replace('items = "data.item"', 'items = "data.item"\nmax_limit = 0'),
+     "routes[0].max_limit", "greater than 0"),
+    (ISSUE4.replace('items = "data.item"',
+                    'items = "data.item"\nmax_limit = 5\ndefault_limit = 6'),
+     "routes[0].default_limit", "above max_limit"),
+    (ISSUE4 + '[cursor]\nsecret_env = "SHARDSTREAM_TEST_UNSET_VAR"\n', "cursor.secret_env",
+     "not set"),
+    (ISSUE4 + '[cursor]\nsecret_file = "/nonexistent/key"\n', "cursor.secret_file",
+     "cannot read"),
+])
+def test_issue4_keys_are_validated(tmp_path, text, key, problem):
+    with pytest.raises(config.ConfigError) as e:
+        config.load(write(tmp_path, text))
+    assert (e.value.key, problem in e.value.problem) == (key, True), str(e.value)
+
+
+def test_cursor_secret_file(tmp_path):
+    (tmp_path / "key").write_bytes(b"k" * 20 + b"\n")
+    c = config.load(write(tmp_path, ISSUE4 + f'[cursor]\nsecret_file = "{tmp_path}/key"\n'))
+    assert c.cursor_secret == b"k" * 20
+    assert c.routes[4].cache_size == 10000 and c.routes[3].max_body == 1000

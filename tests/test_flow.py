@@ -15,7 +15,7 @@ class DisconnectTests(GatewayTestCase):
     @defer.inlineCallbacks
     def disconnect_after(self, wait_for_data: bool, abort: bool, **shard):
         for name in ("a", "b", "c"):
-            self.shard(name, items(name, 400), **shard)
+            self.shard(name, items(name, 1000), **shard)
         base = self.gateway()
         client = yield raw_connect(self.service.address.port)
         client.transport.write(GET % b"/v3/events")
@@ -27,8 +27,8 @@ class DisconnectTests(GatewayTestCase):
             client.transport.abortConnection()
         else:
             client.transport.loseConnection()
-        # Each shard sees its connection closed long before its body would end (4 s).
-        yield self.wait_for(lambda: all(s.lost == 1 for s in self.sims.values()), timeout=2.0,
+        # Each shard sees its connection closed long before its body would end (10 s).
+        yield self.wait_for(lambda: all(s.lost == 1 for s in self.sims.values()), timeout=5.0,
                             what="every shard to see its connection closed")
         self.assertTrue(all(s.completed == 0 for s in self.sims.values()))
         self.assertEqual(base[:7], "http://")
@@ -40,7 +40,7 @@ class DisconnectTests(GatewayTestCase):
         return self.disconnect_after(wait_for_data=True, abort=False, drip=0.01)
 
     def test_disconnect_before_any_shard_answered(self):
-        return self.disconnect_after(wait_for_data=False, abort=True, delay=4.0)
+        return self.disconnect_after(wait_for_data=False, abort=True, delay=10.0)
 
     @defer.inlineCallbacks
     def test_disconnect_from_a_routed_request_closes_the_shard_connection(self):
