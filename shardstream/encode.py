@@ -42,7 +42,16 @@ def encode_value(value: Any) -> bytes:
         return orjson.dumps(_exact(value), default=_default)
 
 
-class JSONListEncoder:
+class _Encoder:
+    __slots__ = ()
+
+    @staticmethod
+    def check(item: Any) -> None:
+        """Raise if an item cannot be encoded (without changing the encoder's state)."""
+        encode_value(item)
+
+
+class JSONListEncoder(_Encoder):
     content_type = b"application/json"
 
     __slots__ = ("_first",)
@@ -54,7 +63,7 @@ class JSONListEncoder:
         return b'{"data":['
 
     def items(self, items: list[Any]) -> bytes:
-        body = b",".join([encode_value(i) for i in items])
+        body = b",".join([encode_value(i) for i in items])  # raises before any state changes
         if self._first:
             self._first = False
             return body
@@ -64,7 +73,7 @@ class JSONListEncoder:
         return b'],"meta":' + encode_value(meta) + b"}"
 
 
-class NDJSONEncoder:
+class NDJSONEncoder(_Encoder):
     content_type = b"application/x-ndjson"
 
     __slots__ = ()

@@ -22,6 +22,23 @@ class ShardError:
         return self.code.endswith("timeout")
 
 
+def failure_answer(errors: list[ShardError], timeout_code: str, failed_code: str) -> tuple[int, str]:
+    """Status and code when the shards asked all failed.
+
+    Every one rejected the request with the same 4xx (say 401 for an expired
+    token): that is the client's answer, not a gateway fault. All timed
+    out: 504. Otherwise 502.
+    """
+    statuses = {e.status for e in errors}
+    if len(statuses) == 1:
+        (status,) = statuses
+        if status is not None and 400 <= status < 500:
+            return status, "shards_rejected"
+    if errors and all(e.is_timeout for e in errors):
+        return 504, timeout_code
+    return 502, failed_code
+
+
 def error_body(code: str, message: str, **extra: Any) -> bytes:
     """``{"error": {"code", "message", ...}}`` as bytes."""
     return orjson.dumps({"error": {"code": code, "message": message, **extra}})

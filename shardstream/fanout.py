@@ -17,7 +17,7 @@ from zope.interface import implementer
 from . import paging
 from .config import Route
 from .encode import encoder_for
-from .errors import ShardError, respond_error
+from .errors import ShardError, failure_answer, respond_error
 from .headers import upstream_request_headers
 from .merge import InterleavedMerge, OrderedMerge, sort_key
 from .scatter import Scatter
@@ -167,15 +167,11 @@ class ScatterResponse:
 
     def _all_failed(self) -> None:
         self.finished = True
-        timeouts = all(e.is_timeout for e in self.scatter.failures.values())
         self.request.unregisterProducer()
-        respond_error(
-            self.request,
-            504 if timeouts else 502,
-            "shards_timeout" if timeouts else "shards_failed",
-            "every shard failed; see meta.shards.failed",
-            meta=self.scatter.meta(),
-        )
+        status, code = failure_answer(list(self.scatter.failures.values()),
+                                      "shards_timeout", "shards_failed")
+        respond_error(self.request, status, code, "every shard failed; see meta.shards.failed",
+                      meta=self.scatter.meta())
 
     # -- IPushProducer: the client's transport drives these -----------------------
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ShardError, respond_error
+from .errors import ShardError, failure_answer, respond_error
 from .headers import upstream_request_headers
 from .proxy import Relay
 from .routing import Match
@@ -79,7 +79,8 @@ class FindResponse:
             if self.gone or self.winner is not None:
                 break
             url = self.gateway.config.shard(c.shard).url.encode() + self.request.uri
-            c.call = self.gateway.client.call(self.request.method, url, headers, None, c)
+            c.call = self.gateway.client.call(self.request.method, url, headers, None, c,
+                                              relay=True)
 
     def _response(self, c: _Candidate, response: Any) -> bool:
         if self.gone or self.winner is not None:
@@ -123,11 +124,11 @@ class FindResponse:
             respond_error(self.request, 404, "not_found",
                           f"no shard has {self.request.path.decode('latin-1')}")
             return
-        timeouts = all(e.is_timeout for e in self.errors.values())
+        status, code = failure_answer(list(self.errors.values()), "shards_timeout", "shards_failed")
         respond_error(
             self.request,
-            504 if timeouts else 502,
-            "shards_timeout" if timeouts else "shards_failed",
+            status,
+            code,
             "no shard answered with the resource, and some failed",
             not_found=self.not_found,
             failed=[{"shard": s, "error": e.code, "message": e.message, "status": e.status}

@@ -26,8 +26,21 @@ HOP_BY_HOP = frozenset(
 )
 # Set by the HTTP client from the URL and the body producer.
 _REQUEST_OWN = frozenset({b"host", b"content-length"})
-# A scatter request must get plain JSON back, whatever the client accepts.
-_SCATTER_OWN = frozenset({b"accept", b"accept-encoding"})
+# A scatter request must get a whole JSON list back, whatever the client
+# accepts or already has: no content negotiation, no conditional or range
+# requests (a 304 or a 206 from one shard has no list to merge).
+_SCATTER_OWN = frozenset(
+    {
+        b"accept",
+        b"accept-encoding",
+        b"if-match",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-unmodified-since",
+        b"if-range",
+        b"range",
+    }
+)
 
 
 def _connection_tokens(headers: Headers) -> set[bytes]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from decimal import Decimal
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from typing import Any, Callable
 
 from .encode import encode_value
@@ -111,6 +111,10 @@ class InterleavedMerge:
     def queued(self, shard: int) -> int:
         return sum(len(items) for s, items in self._ready if s == shard)
 
+    def discard(self, shard: int) -> None:
+        """Forget what a shard has queued (it failed)."""
+        self._ready = [(s, items) for s, items in self._ready if s != shard]
+
     def pop(self, budget: int | None = None) -> list[Batch]:
         """The items now known to come next, at most ``budget`` of them."""
         ready, self._ready = self._ready, []
@@ -172,6 +176,15 @@ class OrderedMerge:
 
     def queued(self, shard: int) -> int:
         return len(self._queues[shard])
+
+    def discard(self, shard: int) -> None:
+        """Forget what a shard has queued (it failed); call end() too."""
+        if self._queues[shard]:
+            self._queues[shard].clear()
+            self._heap = [(k, s) for k, s in self._heap if s != shard]
+            heapify(self._heap)
+            if self._open[shard]:
+                self._starved += 1
 
     def pop(self, budget: int | None = None) -> list[Batch]:
         out: list[Batch] = []

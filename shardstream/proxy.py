@@ -28,7 +28,7 @@ from zope.interface import implementer
 from . import ids
 from .config import Route
 from .encode import encode_value
-from .errors import ShardError, respond_error
+from .errors import ShardError, failure_answer, respond_error
 from .headers import end_to_end, upstream_request_headers
 from .routing import Match, RoutingError
 
@@ -82,7 +82,7 @@ class StreamedUpload:
     def finish(self) -> None:
         self._finished = True
         self._resume_client()
-        if self._consumer is not None and not self.sent.called:
+        if self._consumer is not None and not self._stopped and not self.sent.called:
             self.sent.callback(None)
 
     def abort(self, reason: Exception) -> None:
@@ -150,6 +150,7 @@ class Relay:
         self.gone = False
         self.committed = False
         self.attached = False
+        self.client_paused = False
         self._held: Any = None  # a response or ShardError that came before attach
         self._rewrite: list[bytes] | None = None  # body being collected for id rewriting
         self._rewrite_size = 0
@@ -159,7 +160,8 @@ class Relay:
         url = self.gateway.config.shard(self.shard).url.encode() + uri
         if headers is None:
             headers = upstream_request_headers(self.request, scatter=False)
-        self.call = self.gateway.client.call(method, url, headers, body, self, body_sent=body_sent)
+        self.call = self.gateway.client.call(method, url, headers, body, self,
+                                             body_sent=body_sent, relay=True)
 
     def attach(self) -> None:
         """twisted.web has the whole request: the response may now be written."""
@@ -170,10 +172,11 @@ class Relay:
         if isinstance(held, ShardError):
             self.failed(held)
             return
+        self.request.registerProducer(self, True)  # may pause us at once
         if held is not None:
             self._respond(held)
-            self.call.resume()
-        self.request.registerProducer(self, True)
+            if not self.client_paused:
+                self.call.resume()  # the body the shard call kept back flows now
 
     def cancel(self) -> None:
         """Drop the shard request (the client is gone, or the gateway answers itself)."""
@@ -262,10 +265,8 @@ class Relay:
             self.gone = True
             request.channel.transport.abortConnection()
             return
-        timeout = error.is_timeout
-        self._error(504 if timeout else 502,
-                    "shard_timeout" if timeout else "shard_unavailable",
-                    f"shard {self.shard}: {error.message}", shard_error=error.code)
+        status, code = failure_answer([error], "shard_timeout", "shard_unavailable")
+        self._error(status, code, f"shard {self.shard}: {error.message}", shard_error=error.code)
 
     def _error(self, status: int, code: str, message: str, **extra: Any) -> None:
         self.gone = True
@@ -278,10 +279,12 @@ class Relay:
     # -- IPushProducer -----------------------------------------------------------
 
     def pauseProducing(self) -> None:
+        self.client_paused = True
         if self.call is not None:
             self.call.pause()
 
     def resumeProducing(self) -> None:
+        self.client_paused = False
         if self.call is not None:
             self.call.resume()
 

@@ -74,7 +74,7 @@ class Scatter:
         try:
             items = self._parsers[shard].feed(data)
         except ParseError as e:
-            self.fail(shard, ShardError(e.code, str(e)))
+            self._parse_failed(shard, e)
             return False
         if items:
             return self._push(shard, items)
@@ -87,7 +87,7 @@ class Scatter:
         try:
             items = self._parsers[shard].close()
         except ParseError as e:
-            self.fail(shard, ShardError(e.code, str(e)))
+            self._parse_failed(shard, e)
             return
         if self._push(shard, items):
             self._ended[shard] = True
@@ -202,6 +202,11 @@ class Scatter:
 
     # -- internals -------------------------------------------------------
 
+    def _parse_failed(self, shard: int, error: ParseError) -> None:
+        if error.items:  # complete items before the bad bytes are good items
+            self._push(shard, error.items)
+        self.fail(shard, ShardError(error.code, str(error)))
+
     def _push(self, shard: int, items: list[Any]) -> bool:
         self.returned[shard] += len(items)
         try:
@@ -225,8 +230,10 @@ class Scatter:
         if not batches:
             return
         out = self._out
-        encode = self.encoder.items
+        broken: list[int] = []
         for shard, items in batches:
+            if shard in broken:
+                continue
             if self._skip:
                 n = min(self._skip, len(items))
                 self._skip -= n
@@ -241,8 +248,31 @@ class Scatter:
                 name = self.shards[shard]
                 for item in items:
                     ids.globalize(item, self._id_paths, name)
-            self.delivered[shard] += len(items)
-            self.consumed[shard] += len(items)
-            if self._left is not None:
-                self._left -= len(items)
-            out.append(encode(items))
+            chunk, good = self._encode(items)
+            if good:
+                self.delivered[shard] += good
+                self.consumed[shard] += good
+                if self._left is not None:
+                    self._left -= good
+                out.append(chunk)
+            if good < len(items):
+                broken.append(shard)
+        for shard in broken:  # its later items would leave a hole: drop them all
+            self.merge.discard(shard)
+            self.fail(shard, ShardError(
+                "unencodable_item", "an item of this shard could not be encoded "
+                "(nested too deeply?); the shard's later items were dropped"))
+
+    def _encode(self, items: list[Any]) -> tuple[bytes, int]:
+        """Encoded items and how many; on an item that cannot be encoded, the
+        ones before it."""
+        try:
+            return self.encoder.items(items), len(items)
+        except Exception:
+            pass
+        for n, item in enumerate(items):
+            try:
+                self.encoder.check(item)
+            except Exception:
+                return (self.encoder.items(items[:n]) if n else b""), n
+        return self.encoder.items(items), len(items)  # pragma: no cover

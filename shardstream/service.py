@@ -72,6 +72,7 @@ class GatewayService(Service):
         self.signals = signals
         self.port: Any = None
         self.site: TrackingSite | None = None
+        self.retired: list[UpstreamClient] = []
 
     @property
     def address(self) -> Any:
@@ -132,8 +133,9 @@ class GatewayService(Service):
         client = old.client
         if new.upstream != old.config.upstream:
             client = UpstreamClient(self.reactor, new.upstream)
-            # In-flight requests finish on the old pool; its idle connections go now.
-            old.client.close()
+            # In-flight requests finish on the old pool; then its connections close.
+            old.client.retire()
+            self.retired.append(old.client)
         if new.server.listen != self.config.server.listen:
             log.warn("reload: server.listen changed; a restart is needed to apply it")
         self.site.resource.gateway = Gateway(new, client)
@@ -150,6 +152,8 @@ class GatewayService(Service):
             yield self.port.stopListening()
         if self.site is not None:
             yield self.gateway.client.close()
+        for client in self.retired:
+            yield client.close()
 
 
 def _warn_about(config: config_mod.Config) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Protocol as TypingProtocol
 
+from OpenSSL.SSL import Error as SSLError
 from treq.client import HTTPClient
 from twisted.internet import error as ierror
 from twisted.internet.defer import Deferred
@@ -20,9 +21,11 @@ from twisted.logger import Logger
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
-    ResponseDone,
-    ResponseNeverReceived,
     RequestGenerationFailed,
+    RequestTransmissionFailed,
+    ResponseDone,
+    ResponseFailed,
+    ResponseNeverReceived,
     _HTTP11ClientFactory,
 )
 from twisted.web.http import PotentialDataLoss
@@ -52,7 +55,14 @@ class _QuietFactory(_HTTP11ClientFactory):
 
 
 class UpstreamClient:
-    """The gateway's one HTTP client: a persistent pool shared by every request."""
+    """The gateway's one HTTP client: a persistent pool shared by every request.
+
+    List requests go through treq (which also accepts gzip from shards and
+    decodes it: the gateway parses those bodies anyway). Relayed requests
+    (route and find mode) go through a bare Agent on the same pool, so the
+    request's query and ``Accept-Encoding`` and the shard's encoded body
+    pass through as they are.
+    """
 
     def __init__(self, reactor: Any, config: UpstreamConfig) -> None:
         self.reactor = reactor
@@ -60,10 +70,10 @@ class UpstreamClient:
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = config.max_idle_connections
         self.pool._factory = _QuietFactory
-        agent = Agent(reactor, connectTimeout=config.connect_timeout, pool=self.pool)
+        self.agent = Agent(reactor, connectTimeout=config.connect_timeout, pool=self.pool)
         # Never keep one partner's cookies for another: a jar that accepts none.
         jar = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
-        self.http = HTTPClient(agent, cookiejar=jar)
+        self.http = HTTPClient(self.agent, cookiejar=jar)
 
     def call(
         self,
@@ -73,15 +83,23 @@ class UpstreamClient:
         body: IBodyProducer | None,
         sink: Sink,
         body_sent: Deferred | None = None,
+        relay: bool = False,
     ) -> "ShardCall":
         """Start a request to a shard; its outcome goes to ``sink``.
 
         ``body_sent``, for a body streamed from a client, fires when it is all
         sent: the first-byte deadline starts then, not while the client uploads.
+        ``relay``: the response goes to the client as it is (no decoding).
         """
         call = ShardCall(self, sink)
-        call.start(method, url, headers, body, body_sent)
+        call.start(method, url, headers, body, body_sent, relay)
         return call
+
+    def retire(self) -> Deferred:
+        """This client is being replaced: in-flight requests finish, then every
+        connection closes instead of going back to the pool."""
+        self.pool.persistent = False
+        return self.pool.closeCachedConnections()
 
     def close(self) -> Deferred:
         return self.pool.closeCachedConnections()
@@ -106,6 +124,14 @@ class _Drop(Protocol):
 
 
 class ShardCall:
+    """One request to one shard.
+
+    Its sink's methods are called from Twisted's HTTP parser; an exception
+    raised there must never escape into it (Twisted would end the body as if
+    it were complete), so every sink call is guarded and an error in the
+    gateway's own code fails the shard loudly instead.
+    """
+
     def __init__(self, client: UpstreamClient, sink: Sink) -> None:
         self.client = client
         self.sink = sink
@@ -114,10 +140,14 @@ class ShardCall:
         self.paused = False
         self._d: Deferred | None = None
         self._reader: _BodyReader | None = None
+        self._held: IResponse | None = None  # headers in while paused: body not taken yet
         self._timers: dict[str, Any] = {}  # deadline name -> DelayedCall
+        self._last_data = 0.0  # when body data last came, paused time not counted
+        self._paused_at = 0.0
 
     def start(
-        self, method: bytes, url: bytes, headers: Headers, body: Any, body_sent: Any = None
+        self, method: bytes, url: bytes, headers: Headers, body: Any, body_sent: Any = None,
+        relay: bool = False,
     ) -> None:
         cfg = self.client.config
         self._arm("total_timeout", cfg.total_timeout, "the shard did not finish within {} s")
@@ -125,15 +155,18 @@ class ShardCall:
             self._arm_first_byte()
         else:
             body_sent.addCallback(self._body_sent)
-        d = self.client.http.request(
-            method.decode("ascii"),
-            url,
-            headers=headers,
-            data=body,
-            allow_redirects=False,
-            unbuffered=True,
-            reactor=self.client.reactor,
-        )
+        if relay:
+            d = self.client.agent.request(method, url, headers, body)
+        else:
+            d = self.client.http.request(
+                method.decode("ascii"),
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                unbuffered=True,
+                reactor=self.client.reactor,
+            )
         self._d = d
         d.addCallbacks(self._on_response, self._on_error)
 
@@ -145,10 +178,15 @@ class ShardCall:
             self._stop()
 
     def pause(self) -> None:
-        """The consumer is full: stop reading from the shard (TCP backpressure)."""
+        """The consumer is full: stop reading from the shard (TCP backpressure).
+
+        Time spent paused is the client's, not the shard's: the idle deadline
+        stops while paused and resumes with what was left of it.
+        """
         if self.paused or self.done:
             return
         self.paused = True
+        self._paused_at = self.client.reactor.seconds()
         if self._reader is not None:
             self._reader.transport.pauseProducing()
             self._cancel_timer("idle_timeout")
@@ -157,8 +195,13 @@ class ShardCall:
         if not self.paused or self.done:
             return
         self.paused = False
-        if self._reader is not None:
-            self._arm_idle()
+        if self._held is not None:  # the body was never taken: take it now
+            response, self._held = self._held, None
+            self._read(response)
+        elif self._reader is not None:
+            now = self.client.reactor.seconds()
+            self._last_data += now - self._paused_at
+            self._arm_idle(self.client.config.idle_timeout - (now - self._last_data))
             self._reader.transport.resumeProducing()
 
     # -- events ------------------------------------------------------------
@@ -169,37 +212,47 @@ class ShardCall:
             return
         self._cancel_timer("first_byte_timeout")
         self.responded = True
-        if not self.sink.response(response):
-            self._stop_timers()
-            self.done = True
+        keep = self._guard(self.sink.response, response)
+        if self.done or not keep:  # refused, or cancelled/failed from inside response()
+            if not self.done:
+                self._stop_timers()
+                self.done = True
             response.deliverBody(_Drop())
             return
-        if self.done:  # the sink cancelled us from inside response()
-            response.deliverBody(_Drop())
+        if self.paused:
+            # deliverBody would hand over data Twisted has already buffered,
+            # pause or not: keep the response until the consumer resumes.
+            self._held = response
             return
+        self._read(response)
+
+    def _read(self, response: IResponse) -> None:
         self._reader = _BodyReader(self)
+        self._last_data = self.client.reactor.seconds()
         response.deliverBody(self._reader)
         if self.done:  # an empty body (204, HEAD) ends inside deliverBody
             return
         if self.paused:
             self._reader.transport.pauseProducing()
+            self._paused_at = self._last_data
         else:
-            self._arm_idle()
+            self._arm_idle(self.client.config.idle_timeout)
 
     def _on_error(self, failure: Any) -> None:
         if self.done:
             return
         self._stop_timers()
         self.done = True
-        self.sink.failed(classify(failure))
+        self._guard(self.sink.failed, classify(failure))
 
     def _on_data(self, data: bytes) -> None:
         if self.done:
             return
+        self._last_data = self.client.reactor.seconds()
         idle = self._timers.get("idle_timeout")
         if idle is not None:
             idle.reset(self.client.config.idle_timeout)
-        if not self.sink.data(data) and not self.done:
+        if not self._guard(self.sink.data, data) and not self.done:
             self._stop()
 
     def _on_body_end(self, reason: Any) -> None:
@@ -208,24 +261,38 @@ class ShardCall:
         self._stop_timers()
         self.done = True
         if reason.check(ResponseDone, PotentialDataLoss):
-            self.sink.end()
+            self._guard(self.sink.end)
         else:
-            self.sink.failed(
-                ShardError("truncated", "the connection closed in the middle of the body")
-            )
+            self._guard(self.sink.failed, ShardError(
+                "truncated", "the connection closed in the middle of the body"))
+
+    def _guard(self, method: Any, *args: Any) -> Any:
+        """Call the sink; a bug of ours fails this shard, loudly, and nothing else."""
+        try:
+            return method(*args)
+        except Exception:
+            log.failure("internal error while handling a shard response")
+            if not self.done:
+                self._stop()
+                try:
+                    self.sink.failed(ShardError("internal_error",
+                                                "the gateway could not process this shard's data"))
+                except Exception:
+                    log.failure("internal error while reporting a shard failure")
+            return False
 
     def _expire(self, code: str, message: str) -> None:
         self._timers.pop(code, None)
         if self.done:
             return
         self._stop()
-        self.sink.failed(ShardError(code, message))
+        self._guard(self.sink.failed, ShardError(code, message))
 
     # -- internals -----------------------------------------------------------
 
-    def _arm(self, code: str, seconds: float, message: str) -> None:
+    def _arm(self, code: str, seconds: float, message: str, shown: float | None = None) -> None:
         self._timers[code] = self.client.reactor.callLater(
-            seconds, self._expire, code, message.format(f"{seconds:g}")
+            max(seconds, 0.0), self._expire, code, message.format(f"{shown or seconds:g}")
         )
 
     def _body_sent(self, result: Any) -> Any:
@@ -237,14 +304,18 @@ class ShardCall:
             t = self.client.config.first_byte_timeout
             self._arm("first_byte_timeout", t, "no response headers within {} s")
 
-    def _arm_idle(self) -> None:
-        self._arm("idle_timeout", self.client.config.idle_timeout, "no body data for {} s")
+    def _arm_idle(self, seconds: float) -> None:
+        t = self.client.config.idle_timeout
+        self._arm("idle_timeout", seconds, "no body data for {} s", shown=t)
 
     def _stop(self) -> None:
         self.done = True
         self._stop_timers()
         if self._reader is not None:
             self._reader.transport.stopProducing()
+        elif self._held is not None:
+            held, self._held = self._held, None
+            held.deliverBody(_Drop())
         elif self._d is not None:
             self._d.cancel()
 
@@ -260,6 +331,12 @@ class ShardCall:
         self._timers.clear()
 
 
+def _reason(failure: Any) -> Any:
+    """The first underlying failure of Twisted's wrapper exceptions."""
+    reasons = getattr(failure.value, "reasons", None)
+    return reasons[0] if reasons else failure
+
+
 def classify(failure: Any) -> ShardError:
     """Name a failure that happened before the response headers."""
     if failure.check(ierror.ConnectionRefusedError):
@@ -267,12 +344,15 @@ def classify(failure: Any) -> ShardError:
     if failure.check(ierror.TimeoutError, ierror.ConnectingCancelledError):
         return ShardError("connect_timeout", "could not connect in time")
     if failure.check(ierror.DNSLookupError):
-        return ShardError("connect_error", f"name lookup failed: {failure.getErrorMessage()}")
+        return ShardError("connect_error", "the shard's host name did not resolve")
     if failure.check(ierror.ConnectError):
-        return ShardError("connect_error", failure.getErrorMessage())
-    if failure.check(RequestGenerationFailed):
-        return ShardError("request_failed", "the request body could not be sent in full")
-    if failure.check(ResponseNeverReceived):
+        return ShardError("connect_error", _reason(failure).getErrorMessage())
+    if failure.check(RequestGenerationFailed, RequestTransmissionFailed):
+        return ShardError("request_failed", "the request could not be sent in full")
+    if failure.check(ResponseNeverReceived, ResponseFailed):
+        reason = _reason(failure)
+        if reason.check(SSLError):
+            return ShardError("connect_error", "TLS handshake with the shard failed")
         return ShardError("no_response", "the connection closed before a response arrived")
     log.failure("unexpected upstream failure", failure)
-    return ShardError("upstream_error", failure.getErrorMessage())
+    return ShardError("upstream_error", "the request to the shard failed")

@@ -122,7 +122,10 @@ class GatewayTestCase(unittest.TestCase):
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:
-                self.fail(f"timed out waiting for {what}")
+                state = {n: (s.lost, s.completed, s.bytes_sent, len(s.requests))
+                         for n, s in self.sims.items()}
+                self.fail(f"timed out waiting for {what}; shards (lost, completed, sent, "
+                          f"requests): {state}")
             yield task.deferLater(reactor, 0.01, lambda: None)
 
 
@@ -154,7 +157,8 @@ def raw_connect(port: int) -> Any:
 
 class RawShard(Protocol):
     """A shard at the TCP level: sees request bytes as they arrive, answers once
-    the whole body (by Content-Length) is in."""
+    the whole body (by Content-Length) is in, or (``mode``) at once when the
+    request head is in: ``"early"`` with a 401, ``"reset"`` with a TCP reset."""
 
     def __init__(self, owner: "RawShardFactory") -> None:
         self.owner = owner
@@ -167,6 +171,15 @@ class RawShard(Protocol):
         self.data += data
         head, sep, body = self.data.partition(b"\r\n\r\n")
         if not sep:
+            return
+        if self.owner.mode == "early" and not getattr(self, "answered", False):
+            self.answered = True
+            self.transport.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n"
+                                 b"WWW-Authenticate: Bearer\r\nContent-Length: 16\r\n\r\n"
+                                 b'{"error":"auth"}')
+            return
+        if self.owner.mode == "reset":
+            self.transport.abortConnection()
             return
         lines = [line.lower() for line in head.split(b"\r\n")]
         if b"transfer-encoding: chunked" in lines:
@@ -189,7 +202,8 @@ class RawShard(Protocol):
 
 
 class RawShardFactory:
-    def __init__(self) -> None:
+    def __init__(self, mode: str | None = None) -> None:
+        self.mode = mode
         self.connections: list[RawShard] = []
         self.closed = 0
 

@@ -130,8 +130,8 @@ class RouteTests(GatewayTestCase):
 
 
 class UploadStreamingTests(GatewayTestCase):
-    def start(self, **server):
-        self.raw = RawShardFactory()
+    def start(self, mode=None, **server):
+        self.raw = RawShardFactory(mode)
         url = self.raw.listen(self)
         return self.gateway(
             routes=[{"path": "/up/{k}", "mode": "route", "shard_key": "k"}],
@@ -152,6 +152,37 @@ class UploadStreamingTests(GatewayTestCase):
                             what="the shard's answer")
         self.assertTrue(client.received.startswith(b"HTTP/1.1 201 Created"))
         client.transport.loseConnection()
+
+    @defer.inlineCallbacks
+    def test_a_shard_that_answers_before_the_upload_ends_is_relayed_once_it_has(self):
+        self.start("early")
+        client = yield raw_connect(self.service.address.port)
+        client.transport.write(b"POST /up/a HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\n"
+                               + b"x" * 100_000)
+        yield self.wait_for(lambda: self.raw.connections
+                            and getattr(self.raw.connections[0], "answered", False),
+                            what="the shard's early answer")
+        yield self.wait_for(lambda: self.raw.connections[0].body_bytes() > 0, what="body bytes")
+        self.assertEqual(client.received, b"")  # nothing may be written mid-request
+        client.transport.write(b"x" * 100_000)
+        yield self.wait_for(lambda: b'{"error":"auth"}' in client.received, what="the 401")
+        head = client.received.split(b"\r\n\r\n")[0].decode().lower()
+        self.assertTrue(head.startswith("http/1.1 401 unauthorized"), head)
+        self.assertIn("www-authenticate: bearer", head)
+        self.assertIn("content-type: application/json", head)
+        client.transport.loseConnection()
+
+    @defer.inlineCallbacks
+    def test_a_shard_that_resets_during_the_upload_is_a_clean_502(self):
+        self.start("reset")
+        r = yield self.fetch(self.service_url() + "/up/a", method="POST", body=b"y" * 3_000_000)
+        self.assertEqual(r.code, 502)
+        err = r.json()["error"]
+        self.assertIn(err["shard_error"], ("request_failed", "no_response"))
+        self.assertNotIn("Failure", err["message"])
+
+    def service_url(self):
+        return f"http://127.0.0.1:{self.service.address.port}"
 
     @defer.inlineCallbacks
     def test_client_gone_mid_upload_closes_the_shard_connection(self):
@@ -181,6 +212,34 @@ class UploadStreamingTests(GatewayTestCase):
         yield self.wait_for(lambda: self.raw.closed == 1, what="the shard connection to close")
         self.assertFalse(getattr(self.raw.connections[0], "answered", False))
         client.transport.loseConnection()
+
+
+class RelayFidelityTests(GatewayTestCase):
+    @defer.inlineCallbacks
+    def test_gzip_and_query_pass_through_unchanged(self):
+        from twisted.web.resource import EncodingResourceWrapper
+        from twisted.web.server import GzipEncoderFactory
+
+        from shardstream.resource import TrackingSite
+        from shardstream.shardsim import ShardSim
+        from twisted.internet import reactor
+
+        sim = ShardSim("z", items("z", 200, vendor_id="v1"))
+        site = TrackingSite(EncodingResourceWrapper(sim, [GzipEncoderFactory()]), quiet=True)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self._sites.append(site)
+        url = f"http://127.0.0.1:{port.getHost().port}"
+        base = self.gateway(routes=ROUTES, shard_map=SHARD_MAP, shards={"s1": url, "s2": url})
+        client = yield raw_connect(self.service.address.port)
+        client.transport.write(b"GET /v3/vendors/v1/events?q=a|b HTTP/1.1\r\nHost: t\r\n"
+                               b"Accept-Encoding: gzip\r\nConnection: close\r\n\r\n")
+        yield client.closed
+        head, _, body = client.received.partition(b"\r\n\r\n")
+        self.assertIn(b"content-encoding: gzip", head.lower())
+        self.assertEqual(sim.requests[0]["uri"], "/v3/vendors/v1/events?q=a|b")
+        self.assertEqual(sim.requests[0]["headers"]["accept-encoding"], ["gzip"])
+        self.assertEqual(base[:4], "http")
 
 
 class GatewayAnswerTests(GatewayTestCase):

@@ -194,3 +194,76 @@ class FailureTests(GatewayTestCase):
         r = yield self.fetch(base + "/v3/events")
         self.assertEqual(r.code, 504)
         self.assertEqual(r.json()["error"]["code"], "shards_timeout")
+
+
+class RobustnessTests(GatewayTestCase):
+    """Failures of the shards' data or of the exchange that must never pass as success."""
+
+    @defer.inlineCallbacks
+    def test_a_200_without_the_list_is_a_failure_not_an_empty_shard(self):
+        self.shard("ok", items("ok", 3))
+        self.shard("odd")
+        base = self.gateway(routes=[{"path": "/echo/list", "mode": "scatter",
+                                     "items": "data.item"}])
+        # ShardSim answers /echo/... with an object that has no "data" list.
+        r = yield self.fetch(base + "/echo/list")
+        self.assertEqual(r.code, 502)  # nobody produced the list: not an empty 200
+        meta = r.json()["error"]["meta"]
+        errors = {f["shard"]: f["error"] for f in meta["shards"]["failed"]}
+        self.assertEqual(errors, {"ok": "no_list", "odd": "no_list"})
+
+    @defer.inlineCallbacks
+    def test_an_item_that_cannot_be_encoded_fails_its_shard_loudly(self):
+        deep = {"id": 3, "shard": "bad"}
+        node = deep
+        for _ in range(300):  # beyond the encoder's nesting limit
+            node["x"] = {}
+            node = node["x"]
+        self.shard("ok", items("ok", 20))
+        self.shard("bad", items("bad", 2) + [deep] + items("bad", 6)[3:], batch=1)
+        base = self.gateway()
+        r = yield self.fetch(base + "/v3/events")
+        doc = r.json()
+        f = failed(doc)["bad"]
+        self.assertEqual(f["error"], "unencodable_item")
+        self.assertEqual(f["items_delivered"], len([i for i in doc["data"] if i["shard"] == "bad"]))
+        self.assertEqual(len([i for i in doc["data"] if i["shard"] == "ok"]), 20)
+        self.flushLoggedErrors()
+
+    @defer.inlineCallbacks
+    def test_conditional_and_range_headers_are_not_sent_to_shards(self):
+        self.shard("s1")
+        base = self.gateway()
+        r = yield self.fetch(base + "/v3/events", headers={"If-None-Match": '"v1"',
+                                                          "Range": "bytes=0-10"})
+        self.assertEqual(r.code, 200)
+        headers = self.sims["s1"].requests[0]["headers"]
+        self.assertNotIn("if-none-match", headers)
+        self.assertNotIn("range", headers)
+
+    @defer.inlineCallbacks
+    def test_every_shard_rejecting_with_the_same_4xx_is_that_4xx(self):
+        self.shard("a", fail="status", fail_status=401)
+        self.shard("b", fail="status", fail_status=401)
+        base = self.gateway()
+        r = yield self.fetch(base + "/v3/events")
+        self.assertEqual((r.code, r.json()["error"]["code"]), (401, "shards_rejected"))
+
+    @defer.inlineCallbacks
+    def test_a_failed_tls_handshake_is_a_connect_error(self):
+        from twisted.internet import reactor
+        from twisted.internet.protocol import Factory, Protocol
+
+        class Plain(Protocol):  # answers a TLS ClientHello with plain text
+            def connectionMade(self):
+                self.transport.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                self.transport.loseConnection()
+
+        port = reactor.listenTCP(0, Factory.forProtocol(Plain), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.shard("ok", items("ok", 2))
+        base = self.gateway(shards={"ok": self.urls["ok"],
+                                    "tls": f"https://127.0.0.1:{port.getHost().port}"})
+        r = yield self.fetch(base + "/v3/events")
+        self.assertEqual(failed(r.json())["tls"]["error"], "connect_error")
+        self.flushLoggedErrors()

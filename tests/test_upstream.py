@@ -1,0 +1,120 @@
+"""ShardCall deadlines and pausing, driven by a fake clock (no network)."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from shardstream.config import UpstreamConfig
+from shardstream.upstream import ShardCall, UpstreamClient
+
+
+class FakeTransport:
+    def __init__(self):
+        self.paused = False
+        self.stopped = False
+
+    def pauseProducing(self):
+        self.paused = True
+
+    def resumeProducing(self):
+        self.paused = False
+
+    def stopProducing(self):
+        self.stopped = True
+
+
+class FakeResponse:
+    code, phrase, length = 200, b"OK", None
+
+    def __init__(self, buffered=b""):
+        self.transport = FakeTransport()
+        self.buffered = buffered
+        self.protocol = None
+
+    def deliverBody(self, protocol):
+        self.protocol = protocol
+        protocol.makeConnection(self.transport)
+        if self.buffered:  # Twisted hands over what it already has, paused or not
+            protocol.dataReceived(self.buffered)
+
+
+class Sink:
+    def __init__(self):
+        self.events = []
+
+    def response(self, response):
+        self.events.append("response")
+        return True
+
+    def data(self, data):
+        self.events.append(("data", data))
+        return True
+
+    def end(self):
+        self.events.append("end")
+
+    def failed(self, error):
+        self.events.append(("failed", error.code))
+
+
+class ShardCallTests(unittest.TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        client = UpstreamClient(self.clock, UpstreamConfig(idle_timeout=1.0, total_timeout=100))
+        self.sink = Sink()
+        self.call = ShardCall(client, self.sink)
+        self.call._arm_first_byte()
+
+    def test_idle_deadline_counts_only_the_shards_time(self):
+        response = FakeResponse()
+        self.call._on_response(response)
+        self.clock.advance(0.6)  # the shard is silent for 0.6 s ...
+        for _ in range(20):  # ... then the client keeps pausing and resuming
+            self.call.pause()
+            self.clock.advance(0.5)
+            self.call.resume()
+            self.clock.advance(0.01)
+        # 0.6 + 20 * 0.01 s of the shard's own silence: not yet 1 s
+        self.assertEqual(self.sink.events, ["response"])
+        self.clock.advance(0.25)
+        self.assertEqual(self.sink.events, ["response", ("failed", "idle_timeout")])
+        self.assertTrue(response.transport.stopped)
+
+    def test_data_restarts_the_idle_deadline(self):
+        response = FakeResponse()
+        self.call._on_response(response)
+        for _ in range(5):
+            self.clock.advance(0.9)
+            response.protocol.dataReceived(b"x")
+        self.assertNotIn(("failed", "idle_timeout"), self.sink.events)
+        self.clock.advance(1.0)
+        self.assertEqual(self.sink.events[-1], ("failed", "idle_timeout"))
+
+    def test_a_response_that_arrives_while_paused_hands_over_nothing_until_resumed(self):
+        self.call.pause()
+        response = FakeResponse(buffered=b"early bytes")
+        self.call._on_response(response)
+        self.assertEqual(self.sink.events, ["response"])  # no data behind the consumer's back
+        self.call.resume()
+        self.assertEqual(self.sink.events, ["response", ("data", b"early bytes")])
+
+    def test_cancel_while_holding_a_response_drops_its_body(self):
+        self.call.pause()
+        response = FakeResponse()
+        self.call._on_response(response)
+        self.call.cancel()
+        self.assertTrue(response.transport.stopped)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_an_exception_in_the_sink_fails_the_shard_instead_of_escaping(self):
+        def boom(data):
+            raise RuntimeError("bug")
+
+        self.sink.data = boom
+        response = FakeResponse()
+        self.call._on_response(response)
+        response.protocol.dataReceived(b"x")  # must not raise into Twisted's parser
+        self.assertEqual(self.sink.events[-1], ("failed", "internal_error"))
+        self.assertTrue(response.transport.stopped)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
