@@ -34,6 +34,7 @@ class ConfigError(Exception):
 class ServerConfig:
     listen: str = DEFAULT_LISTEN
     max_body: int = 10 * 1024 * 1024
+    access_log: bool = True
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Route:
     # scatter
     items: str | None = None
     sort: tuple[str, ...] = ()
+    default_sort: str | None = None
     sort_param: str = "sort"
     limit_param: str = "limit"
     offset_param: str = "offset"
@@ -247,8 +249,11 @@ def _server(t: _Table) -> ServerConfig:
     listen = t.string("listen", DEFAULT_LISTEN)
     check_endpoint(listen, lambda problem: t.fail("listen", problem))
     max_body = t.number("max_body", ServerConfig.max_body, integer=True)
+    access_log = t.get("access_log", True)
+    if not isinstance(access_log, bool):
+        t.fail("access_log", f"must be true or false, not {_kind(access_log)}")
     t.done()
-    return ServerConfig(listen=listen, max_body=max_body)
+    return ServerConfig(listen=listen, max_body=max_body, access_log=access_log)
 
 
 def check_endpoint(description: str, fail: Any) -> None:
@@ -359,6 +364,7 @@ def _route(t: _Table, shard_map: Mapping[str, Any]) -> Route:
         kw.update(
             items=t.string("items"),
             sort=_paths(t, "sort"),
+            default_sort=t.string("default_sort", None),
             sort_param=t.string("sort_param", Route.sort_param),
             limit_param=t.string("limit_param", Route.limit_param),
             offset_param=t.string("offset_param", Route.offset_param),
@@ -366,6 +372,8 @@ def _route(t: _Table, shard_map: Mapping[str, Any]) -> Route:
             default_limit=t.number("default_limit", None, integer=True),
             total=t.string("total", None),
         )
+        if kw["default_sort"] and kw["default_sort"].removeprefix("-") not in kw["sort"]:
+            t.fail("default_sort", f"{kw['default_sort']!r} is not one of the route's sort keys")
         if kw["default_limit"] and kw["max_limit"] and kw["default_limit"] > kw["max_limit"]:
             t.fail("default_limit", f"is above max_limit ({kw['max_limit']})")
     else:

@@ -118,6 +118,8 @@ def parse(route: Route, args: Mapping[bytes, list[bytes]], secret: bytes | None)
         if limit is None:
             limit = state["l"]
         positions = state["p"]
+    if sort is None and cursor is None:
+        sort = route.default_sort
     if limit is None:
         limit = route.default_limit or route.max_limit
     if limit is not None and route.max_limit is not None and limit > route.max_limit:

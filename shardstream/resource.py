@@ -172,6 +172,6 @@ class TrackingSite(server.Site):
 
 
 def make_site(gateway: Gateway) -> TrackingSite:
-    site = TrackingSite(GatewayResource(gateway))
+    site = TrackingSite(GatewayResource(gateway), quiet=not gateway.config.server.access_log)
     site.requestFactory = GatewayRequest
     return site

@@ -159,6 +159,14 @@ def test_default_limit_is_the_maximum():
     assert paging.parse(ROUTE, {}, SECRET).limit == 50
 
 
+def test_default_sort_applies_when_the_client_gives_none():
+    import dataclasses
+
+    route = dataclasses.replace(ROUTE, default_sort="-k")
+    assert paging.parse(route, {}, SECRET).sort == "-k"
+    assert paging.parse(route, args(sort="p.q"), SECRET).sort == "p.q"
+
+
 def test_shard_query_keeps_client_params_and_pushes_down_limit():
     q = paging.parse(ROUTE, args(sort="-k", limit=10, offset=5), SECRET)
     raw = b"city=Lisbon&limit=10&offset=5&sort=-k&x=%20y"

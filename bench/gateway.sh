@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The kit's gateway contract -> a shardstream config -> twistd.
+#   SHARD_URLS  comma-separated shard base URLs (shard order)
+#   PORT        listen on 127.0.0.1:$PORT
+#   MERGE       concat (we interleave: first item first) | starts_at (ordered merge)
+#   SHARD_TIMEOUT  per-shard deadline, seconds
+# SHARDSTREAM_PYTHON picks the interpreter (default: the bench venv's).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+py=${SHARDSTREAM_PYTHON:-$here/out/venv/bin/python}
+conf=$(mktemp "${TMPDIR:-/tmp}/shardstream-bench-XXXXXX.toml")
+"$py" - "$conf" <<'PY'
+import os, sys
+urls = os.environ["SHARD_URLS"].split(",")
+t = float(os.environ.get("SHARD_TIMEOUT", "10"))
+merge = os.environ.get("MERGE", "concat")
+lines = [
+    "[server]", f'listen = "tcp:{os.environ["PORT"]}:interface=127.0.0.1"',
+    "access_log = false",
+    "[upstream]", "connect_timeout = 2.0", f"first_byte_timeout = {t}", f"idle_timeout = {t}",
+    f"total_timeout = {max(t, 30.0)}", "max_idle_connections = 512",
+]
+for i, url in enumerate(urls):
+    lines += [f"[shards.s{i}]", f'urls = ["{url}"]']
+lines += ["[[routes]]", 'path = "/items"', 'mode = "scatter"', 'items = "data.item"',
+          'sort = ["starts_at"]']
+if merge == "starts_at":
+    lines.append('default_sort = "starts_at"')
+open(sys.argv[1], "w").write("\n".join(l for l in lines if l) + "\n")
+PY
+exec "$py" -c "from twisted.scripts.twistd import run; run()" -n --pidfile= \
+    shardstream --config "$conf"

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Benchmarks shardstream beside the kit's anchors (gogw, flaskgw) and floors
+# (direct, direct-fast), in one run of the kit's runner, then computes the
+# issue's target ratios.
+#
+#   bench/run.sh                     # S1 S2 S3 S4, ~5 min
+#   QUICK=1 bench/run.sh             # smoke run, ~1.5 min
+#   SCENARIOS=S2 bench/run.sh        # any of the kit's knobs pass through
+#
+# Needs ../shared/bench (the kit; read-only is fine). Installs what it needs:
+# Go (apt, through the kit's build.sh) and a venv with shardstream in
+# bench/out/venv. Results: bench/out/<stamp>/results.{md,json} (the kit's
+# tables) and targets.{md,json} (ratios), plus bench/out/latest.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+kit=${BENCH_KIT:-$(cd "$root/../shared/bench" 2>/dev/null && pwd || true)}
+[ -n "$kit" ] && [ -x "$kit/run-anchors.sh" ] || { echo "bench: kit not found (set BENCH_KIT)" >&2; exit 1; }
+
+export BENCH_BUILD=${BENCH_BUILD:-$here/out/build}
+bash "$kit/build.sh"
+
+venv=$here/out/venv
+if [ ! -x "$venv/bin/twistd" ] || [ "$root/setup.py" -nt "$venv/.stamp" ] || \
+   [ -n "$(find "$root/shardstream" -newer "$venv/.stamp" -name '*.py' 2>/dev/null | head -1)" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "$root"
+  touch "$venv/.stamp"
+fi
+
+stamp=$(date -u +%Y%m%d-%H%M%S)
+out=$here/out/$stamp
+mkdir -p "$out"
+ln -sfn "$stamp" "$here/out/latest"
+export SCENARIOS=${SCENARIOS:-"S1 S2 S3 S4"}
+export GATEWAYS=${GATEWAYS:-"direct direct-fast gogw flaskgw shardstream"}
+export SHARDSTREAM_CMD=${SHARDSTREAM_CMD:-"exec $here/gateway.sh"}
+export OUT=$out
+"$kit/run-anchors.sh"
+"$venv/bin/python" "$here/targets.py" "$out" --commit "$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
