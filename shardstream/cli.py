@@ -8,6 +8,7 @@ from twisted.python import usage
 
 from . import config as config_mod
 from .service import EX_CONFIG, DemoService, GatewayService, StartupError
+from .workers import Supervisor, resolve_workers
 
 
 class Options(usage.Options):
@@ -26,12 +27,20 @@ class Options(usage.Options):
             "Listen endpoint, overriding server.listen "
             f"(a Twisted endpoint string; default {config_mod.DEFAULT_LISTEN}).",
         ],
+        [
+            "workers",
+            "w",
+            None,
+            "Gateway processes sharing the listening socket, overriding server.workers "
+            "(a number, or 'auto' for one per core).",
+        ],
     ]
     optFlags = [
         ["demo", None, "Run in front of four embedded demo shards (the default without --config)."],
     ]
 
     loaded: config_mod.Config | None = None
+    workers = 1
 
     def postOptions(self) -> None:
         if self["config"] and self["demo"]:
@@ -47,6 +56,11 @@ class Options(usage.Options):
                 raise StartupError(f"config error: {e}", EX_CONFIG) from None
         else:
             self["demo"] = True
+        value = self["workers"] or (self.loaded.server.workers if self.loaded else 1)
+        try:
+            self.workers = resolve_workers(value)
+        except ValueError:
+            raise StartupError(f"--workers {value!r}: a number >= 1 or 'auto'", EX_CONFIG) from None
 
 
 def _raise(message: str) -> None:
@@ -55,5 +69,12 @@ def _raise(message: str) -> None:
 
 def make_service(options: Any) -> Any:
     if options["demo"]:
+        if options.workers > 1:
+            from twisted.logger import Logger
+
+            Logger().warn("demo mode runs one process; --workers is ignored")
         return DemoService(listen=options["listen"])
+    if options.workers > 1:
+        return Supervisor(options.loaded, options["config"], options.workers,
+                          listen=options["listen"])
     return GatewayService(options.loaded, listen=options["listen"], config_path=options["config"])

@@ -35,6 +35,7 @@ class ServerConfig:
     listen: str = DEFAULT_LISTEN
     max_body: int = 10 * 1024 * 1024
     access_log: bool = True
+    workers: int | str = 1  # a count, or "auto": one per core
 
 
 @dataclass(frozen=True)
@@ -252,8 +253,15 @@ def _server(t: _Table) -> ServerConfig:
     access_log = t.get("access_log", True)
     if not isinstance(access_log, bool):
         t.fail("access_log", f"must be true or false, not {_kind(access_log)}")
+    workers = t.get("workers", 1)
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int)
+                              or workers < 1):
+        t.fail("workers", f"must be a whole number >= 1 or \"auto\", not {workers!r}")
+    if workers != 1 and not listen.split(":", 1)[0] in ("tcp", "tcp6", "systemd"):
+        t.fail("workers", "several workers share a tcp: or systemd: listening socket; "
+               "put TLS in front (the load balancer) or use one worker")
     t.done()
-    return ServerConfig(listen=listen, max_body=max_body, access_log=access_log)
+    return ServerConfig(listen=listen, max_body=max_body, access_log=access_log, workers=workers)
 
 
 def check_endpoint(description: str, fail: Any) -> None:

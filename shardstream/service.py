@@ -7,7 +7,9 @@ and a non-zero status instead of a daemon that serves nothing.
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -52,6 +54,22 @@ def listen_now(reactor: Any, description: str, factory: Any) -> Any:
     return results[0]
 
 
+def stop_reactor(reactor: Any) -> None:
+    """Stop once, however many signals arrive."""
+    if reactor.running and not getattr(reactor, "_stopped", False):
+        reactor.stop()
+
+
+def adopt(reactor: Any, fd: int, factory: Any) -> Any:
+    """Accept on a listening socket inherited from the supervisor."""
+    probe = socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM)
+    family = probe.family
+    probe.close()
+    port = reactor.adoptStreamPort(fd, family, factory)
+    os.close(fd)  # the port holds its own duplicate
+    return port
+
+
 class GatewayService(Service):
     name = "shardstream"
 
@@ -62,11 +80,15 @@ class GatewayService(Service):
         config_path: str | None = None,
         reactor: Any = None,
         signals: bool = True,
+        adopt_fd: int | None = None,
+        name: str = "shardstream",
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
         self.config = config
+        self.adopt_fd = adopt_fd
+        self.label = name
         self.listen = listen or config.server.listen
         self.config_path = config_path
         self.signals = signals
@@ -89,10 +111,14 @@ class GatewayService(Service):
             )
         client = UpstreamClient(self.reactor, self.config.upstream)
         self.site = make_site(Gateway(self.config, client))
-        self.port = listen_now(self.reactor, self.listen, self.site)
+        if self.adopt_fd is not None:
+            self.port = adopt(self.reactor, self.adopt_fd, self.site)
+        else:
+            self.port = listen_now(self.reactor, self.listen, self.site)
         log.info(
-            "shardstream listening on {address} with {shards} shards and {routes} routes "
+            "{label} listening on {address} with {shards} shards and {routes} routes "
             "(config {source}, ijson backend {backend})",
+            label=self.label,
             address=self.address,
             shards=len(self.config.shards),
             routes=len(self.config.routes),
@@ -105,8 +131,8 @@ class GatewayService(Service):
 
     def _install_signal_handlers(self) -> None:
         def stop(signum: int, frame: Any) -> None:
-            log.info("signal {signum}: stopping", signum=signum)
-            self.reactor.callFromThread(self.reactor.stop)
+            log.info("{label}: signal {signum}: stopping", label=self.label, signum=signum)
+            self.reactor.callFromThread(stop_reactor, self.reactor)
 
         def hup(signum: int, frame: Any) -> None:
             self.reactor.callFromThread(self.reload)
@@ -141,7 +167,7 @@ class GatewayService(Service):
         self.site.resource.gateway = Gateway(new, client)
         self.config = new
         _warn_about(new)
-        log.info("reloaded {source}: {shards} shards, {routes} routes",
+        log.info("{label}: reloaded {source}: {shards} shards, {routes} routes", label=self.label,
                  source=new.source, shards=len(new.shards), routes=len(new.routes))
         return True
 

@@ -159,3 +159,49 @@ def test_config_mode_sigterm_and_sighup_reload(tmp_path):
     finally:
         code, out = stop(proc)
     assert code == 0, out
+
+
+def children(pid: int) -> set[int]:
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(entry))
+    return out
+
+
+def test_workers_share_the_socket_restart_and_follow_signals(tmp_path):
+    port = free_port()
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\nworkers = 1\n'
+                   f'[shards.s1]\nurls = ["http://127.0.0.1:{free_port()}"]\n'
+                   '[[routes]]\npath = "/a"\nmode = "scatter"\nitems = "data.item"\n')
+    proc = twistd(tmp_path, "--config", str(cfg), "--workers", "2")
+    try:
+        lines = wait_for_line(proc, "supervisor on")
+        lines += wait_for_line(proc, "listening on")
+        lines += wait_for_line(proc, "listening on")
+        workers = children(proc.pid)
+        assert len(workers) == 2
+        for _ in range(10):
+            status, body = get(f"http://127.0.0.1:{port}/a")
+            assert status == 502 and json.loads(body)["error"]["code"] == "shards_failed"
+        victim = sorted(workers)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for_line(proc, "starting it again")
+        wait_for_line(proc, "listening on")
+        new = children(proc.pid)
+        assert len(new) == 2 and victim not in new
+        for _ in range(10):
+            assert get(f"http://127.0.0.1:{port}/a")[0] == 502
+        proc.send_signal(signal.SIGHUP)
+        wait_for_line(proc, "reloaded")
+        wait_for_line(proc, "reloaded")
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
+    assert not [p for p in new if os.path.exists(f"/proc/{p}")]  # SIGTERM reached every worker
