@@ -264,10 +264,20 @@ def _server(t: _Table) -> ServerConfig:
     return ServerConfig(listen=listen, max_body=max_body, access_log=access_log, workers=workers)
 
 
+_SYSTEMD = re.compile(r"^systemd:domain=(INET6?|UNIX):(index=[0-9]+|name=[^:]+)$")
+
+
 def check_endpoint(description: str, fail: Any) -> None:
     """Parse a Twisted server endpoint string without listening on it."""
     from twisted.internet import endpoints
 
+    if description.startswith("systemd:"):
+        # The sockets exist only in the process systemd started (the
+        # supervisor), so check the form here and the socket when listening.
+        if not _SYSTEMD.match(description):
+            fail("not a valid systemd endpoint (systemd:domain=INET:index=0 or "
+                 "systemd:domain=INET:name=NAME)")
+        return
     try:
         endpoints.serverFromString(None, description)
     except Exception as e:  # Twisted raises several types for bad strings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import socket
@@ -205,3 +206,28 @@ def test_workers_share_the_socket_restart_and_follow_signals(tmp_path):
         code, out = stop(proc)
     assert code == 0, out
     assert not [p for p in new if os.path.exists(f"/proc/{p}")]  # SIGTERM reached every worker
+
+
+@pytest.mark.skipif(not shutil.which("systemd-socket-activate"),
+                    reason="systemd-socket-activate (Debian package systemd) is not installed")
+def test_workers_share_a_socket_passed_by_systemd(tmp_path):
+    port = free_port()
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[server]\nlisten = "systemd:domain=INET:index=0"\nworkers = 2\n'
+                   f'[shards.s1]\nurls = ["http://127.0.0.1:{free_port()}"]\n'
+                   '[[routes]]\npath = "/a"\nmode = "scatter"\nitems = "data.item"\n')
+    proc = subprocess.Popen(
+        ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--fdname=web", "-E", "PYTHONPATH",
+         *TWISTD, "-n", "--pidfile=", "shardstream", "--config", str(cfg)],
+        cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(0.5)
+        status, body = get(f"http://127.0.0.1:{port}/a")  # the first connection starts it
+        assert status == 502 and json.loads(body)["error"]["code"] == "shards_failed"
+        for _ in range(10):
+            assert get(f"http://127.0.0.1:{port}/a")[0] == 502
+        assert len(children(proc.pid)) == 2
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
+    assert "supervisor on" in out
