@@ -77,6 +77,9 @@ class ScatterResponse:
             id_fields=route.id_fields,
             cursor=lambda positions: paging.encode_cursor(route, query, positions, secret),
         )
+        self.ordered = query.sort is not None
+        self.reactor = gateway.client.reactor
+        self._pending: Any = None  # the flush scheduled for the end of this reactor turn
         self.calls: list[Any] = []
         self.gone = False
         self.client_paused = False
@@ -111,9 +114,30 @@ class ScatterResponse:
         return False
 
     def _data(self, shard: int, data: bytes) -> bool:
-        ok = self.scatter.feed(shard, data)
-        self._sync()
+        """The hot path: one call per chunk of a shard's body."""
+        scatter = self.scatter
+        ok = scatter.feed(shard, data)
+        if not ok or scatter.limit_reached:
+            self._sync()
+        else:
+            if self.ordered and scatter.merge.queued(shard) >= QUEUE_BOUND:
+                self.calls[shard].pause()
+            self._schedule_flush()
         return ok and not self.gone
+
+    def _schedule_flush(self) -> None:
+        """Write once per reactor turn, whatever the number of chunks read in it."""
+        if self._pending is None and not (self.gone or self.finished):
+            self._pending = self.reactor.callLater(0, self._flush_turn)
+
+    def _flush_turn(self) -> None:
+        self._pending = None
+        self._flush()
+        if self.ordered and not self.client_paused:  # the merge drained: queues may have room
+            queued = self.scatter.merge.queued
+            for i, call in enumerate(self.calls):
+                if call.paused and not call.done and queued(i) < QUEUE_BOUND:
+                    call.resume()
 
     def _end(self, shard: int) -> None:
         self.scatter.end(shard)
@@ -145,6 +169,9 @@ class ScatterResponse:
     # -- output ------------------------------------------------------------------
 
     def _flush(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
         if self.gone or self.finished:
             return
         scatter, request = self.scatter, self.request
@@ -191,5 +218,8 @@ class ScatterResponse:
         if self.gone or self.finished:
             return
         self.gone = True
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
         for call in self.calls:
             call.cancel()
