@@ -36,6 +36,7 @@ class ServerConfig:
     max_body: int = 10 * 1024 * 1024
     access_log: bool = True
     workers: int | str = 1  # a count, or "auto": one per core
+    drain_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -260,8 +261,10 @@ def _server(t: _Table) -> ServerConfig:
     if workers != 1 and not listen.split(":", 1)[0] in ("tcp", "tcp6", "systemd"):
         t.fail("workers", "several workers share a tcp: or systemd: listening socket; "
                "put TLS in front (the load balancer) or use one worker")
+    drain_timeout = t.number("drain_timeout", ServerConfig.drain_timeout)
     t.done()
-    return ServerConfig(listen=listen, max_body=max_body, access_log=access_log, workers=workers)
+    return ServerConfig(listen=listen, max_body=max_body, access_log=access_log, workers=workers,
+                        drain_timeout=drain_timeout)
 
 
 _SYSTEMD = re.compile(r"^systemd:domain=(INET6?|UNIX):(index=[0-9]+|name=[^:]+)$")

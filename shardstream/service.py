@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet import defer, endpoints
+from twisted.internet import defer, endpoints, task
 from twisted.logger import Logger
 
 from . import config as config_mod
@@ -173,13 +173,42 @@ class GatewayService(Service):
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
+        """Drain: stop accepting, let in-flight responses finish (up to
+        ``server.drain_timeout``), close idle connections, abort the rest."""
         super().stopService()
         if self.port is not None:
             yield self.port.stopListening()
         if self.site is not None:
+            yield self._drain(self.config.server.drain_timeout)
             yield self.gateway.client.close()
         for client in self.retired:
             yield client.close()
+
+    @defer.inlineCallbacks
+    def _drain(self, timeout: float) -> Any:
+        deadline = self.reactor.seconds() + timeout
+        busy = self.site.channels
+        while busy and self.reactor.seconds() < deadline:
+            for channel in list(busy):
+                if not channel.requests:  # idle keep-alive connection
+                    channel.transport.loseConnection()
+            if not any(c.requests for c in busy):
+                break
+            yield task.deferLater(self.reactor, 0.05, lambda: None)
+        active = sum(1 for c in busy if c.requests)
+        if active:
+            log.warn("{label}: drain deadline: aborting {n} unfinished responses",
+                     label=self.label, n=active)
+        for channel in list(busy):
+            if channel.requests:
+                channel.transport.abortConnection()
+            else:
+                channel.transport.loseConnection()
+        # let the transports flush and close before the reactor stops
+        for _ in range(20):
+            if not busy:
+                break
+            yield task.deferLater(self.reactor, 0.05, lambda: None)
 
 
 def _warn_about(config: config_mod.Config) -> None:

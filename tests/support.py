@@ -88,7 +88,8 @@ class GatewayTestCase(unittest.TestCase):
                 upstream: dict[str, Any] | None = None, **top: Any) -> str:
         shards = self.urls if shards is None else shards
         data = {
-            "server": {"listen": "tcp:0:interface=127.0.0.1", **top.pop("server", {})},
+            "server": {"listen": "tcp:0:interface=127.0.0.1", "drain_timeout": 1.0,
+                       **top.pop("server", {})},
             "upstream": upstream or {},
             "shards": {name: {"urls": [url]} for name, url in shards.items()},
             "routes": routes or [{"path": "/v3/events", "mode": "scatter", "items": "data.item"}],

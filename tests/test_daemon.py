@@ -231,3 +231,25 @@ def test_workers_share_a_socket_passed_by_systemd(tmp_path):
         code, out = stop(proc)
     assert code == 0, out
     assert "supervisor on" in out
+
+
+def test_sigterm_lets_an_in_flight_stream_finish(tmp_path):
+    import threading
+
+    port = free_port()
+    proc = twistd(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1")
+    wait_for_line(proc, "try: curl -N")
+    got = {}
+
+    def fetch():
+        got["status"], got["body"] = get(f"http://127.0.0.1:{port}/v3/events")
+
+    t = threading.Thread(target=fetch)
+    t.start()
+    time.sleep(0.2)  # the slowest demo shard answers after 450 ms: the stream is in flight
+    code, out = stop(proc)
+    t.join()
+    assert code == 0, out
+    assert got["status"] == 200
+    doc = json.loads(got["body"])
+    assert len(doc["data"]) == 240 and doc["meta"]["shards"]["succeeded"] == 4
