@@ -57,7 +57,8 @@ class ScatterResponse:
         config = gateway.config
         names = [s.name for s in config.shards]
         secret = config.cursor_secret
-        self.query = query = paging.parse(route, request.args, secret)
+        self.query = query = paging.parse(route, request.args, secret,
+                                          request.uri.partition(b"?")[2])
         merge: InterleavedMerge | OrderedMerge
         if query.sort is not None:
             merge = OrderedMerge(len(names), sort_key(query.sort_path, query.descending))
@@ -92,11 +93,11 @@ class ScatterResponse:
         request.notifyFinish().addErrback(self._client_gone)
         headers = upstream_request_headers(request, scatter=True)
         call = self.gateway.client.call
-        path, _, raw_query = request.uri.partition(b"?")
+        path = request.uri.partition(b"?")[0]
         for i, shard in enumerate(self.gateway.config.shards):
             if self.gone:
                 break
-            query = paging.shard_query(self.route, self.query, shard.name, raw_query)
+            query = paging.shard_query(self.route, self.query, shard.name)
             url = shard.url.encode() + path + (b"?" + query if query else b"")
             self.calls.append(call(b"GET", url, headers, None, _ShardSink(self, i)))
         self._sync()
@@ -160,8 +161,10 @@ class ScatterResponse:
                 continue
             if not scatter.is_open(i):
                 call.cancel()  # failed in the scatter (e.g. malformed JSON)
-            elif self.client_paused or queued(i) >= QUEUE_BOUND:
-                call.pause()
+            elif self.client_paused or (
+                self.ordered and not scatter.limit_reached and queued(i) >= QUEUE_BOUND
+            ):
+                call.pause()  # past the limit a shard is read only briefly: never hold it
             else:
                 call.resume()
         self._flush()

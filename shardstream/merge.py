@@ -56,7 +56,10 @@ def value_key(value: Any) -> tuple[Any, ...]:
         return (2, value)
     if isinstance(value, str):
         return (3, value)
-    return (4, encode_value(value))
+    try:
+        return (4, encode_value(value))
+    except Exception:  # too deep to encode: after every other array and object
+        return (5,)
 
 
 def sort_key(path: str, descending: bool = False) -> Callable[[Any], Any]:

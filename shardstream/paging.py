@@ -20,9 +20,10 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 from .config import Route
 from .routing import RoutingError
@@ -48,6 +49,7 @@ class ListQuery:
     limit: int | None = None
     offset: int = 0
     positions: Mapping[str, int] | None = None  # from a cursor
+    filters: str = ""  # the client's own query parameters, passed to every shard
 
     @property
     def sort_path(self) -> str | None:
@@ -85,16 +87,39 @@ def _single(args: Mapping[bytes, list[bytes]], name: bytes) -> str | None:
         raise BadListQuery(f"{name.decode()} is not valid UTF-8") from None
 
 
+_DIGITS = re.compile(r"^[0-9]{1,18}$")
+
+
 def _count(text: str | None, name: str, minimum: int) -> int | None:
     if text is None:
         return None
-    if not text.isdigit() or int(text) < minimum:
+    if not _DIGITS.match(text) or int(text) < minimum:
         raise BadListQuery(f"{name} must be a whole number >= {minimum}, not {text!r}")
     return int(text)
 
 
-def parse(route: Route, args: Mapping[bytes, list[bytes]], secret: bytes | None) -> ListQuery:
-    """Validate the client's list parameters for a scatter route."""
+def own_params(route: Route) -> set[bytes]:
+    """Query parameters the gateway owns on this route (the client's and the shards')."""
+    return set(CLIENT_PARAMS) | {
+        p.encode() for p in (route.sort_param, route.limit_param, route.offset_param)
+    }
+
+
+def filters_of(route: Route, raw_query: bytes) -> str:
+    """The client's own parameters (a filter such as vendor_id=v1), raw, in order."""
+    owned = own_params(route)
+    kept = [part for part in raw_query.split(b"&")
+            if part and unquote_to_bytes(part.split(b"=", 1)[0].replace(b"+", b" ")) not in owned]
+    return b"&".join(kept).decode("latin-1")
+
+
+def parse(route: Route, args: Mapping[bytes, list[bytes]], secret: bytes | None,
+          raw_query: bytes = b"") -> ListQuery:
+    """Validate the client's list parameters for a scatter route.
+
+    A cursor carries the filters of the list it pages through: a cursor
+    request may repeat them, but not change them (400).
+    """
     sort = _single(args, b"sort")
     if sort is not None:
         if split_sort(sort)[0] not in route.sort:
@@ -106,10 +131,15 @@ def parse(route: Route, args: Mapping[bytes, list[bytes]], secret: bytes | None)
     offset = _count(_single(args, b"offset"), "offset", 0) or 0
     cursor = _single(args, b"cursor")
     positions = None
+    filters = filters_of(route, raw_query)
     if cursor is not None:
         if offset:
             raise BadListQuery("offset cannot be combined with cursor")
         state = decode_cursor(cursor, route, secret)
+        if filters and filters != state.get("f", ""):
+            raise BadListQuery("this cursor was made for other query parameters; "
+                               "send the cursor alone, or with the same ones")
+        filters = state.get("f", "")
         if sort is not None and sort != state["s"]:
             raise BadListQuery(
                 f"this cursor was made for sort={state['s'] or '(none)'}, not sort={sort}"
@@ -124,16 +154,13 @@ def parse(route: Route, args: Mapping[bytes, list[bytes]], secret: bytes | None)
         limit = route.default_limit or route.max_limit
     if limit is not None and route.max_limit is not None and limit > route.max_limit:
         raise BadListQuery(f"limit {limit} is above this route's maximum of {route.max_limit}")
-    return ListQuery(sort=sort, limit=limit, offset=offset, positions=positions)
+    return ListQuery(sort=sort, limit=limit, offset=offset, positions=positions, filters=filters)
 
 
-def shard_query(route: Route, query: ListQuery, shard: str, raw_query: bytes) -> bytes:
+def shard_query(route: Route, query: ListQuery, shard: str) -> bytes:
     """The query string for one shard: the client's own parameters, unchanged,
     then the route's sort, limit and offset parameters."""
-    owned = set(CLIENT_PARAMS) | {
-        quote(p, safe="").encode() for p in (route.sort_param, route.limit_param, route.offset_param)
-    }
-    kept = [part for part in raw_query.split(b"&") if part and part.split(b"=", 1)[0] not in owned]
+    kept = [query.filters.encode("latin-1")] if query.filters else []
     extra: list[tuple[str, str]] = []
     if query.sort is not None:
         extra.append((route.sort_param, query.sort))
@@ -163,7 +190,8 @@ def _mac(secret: bytes | None, payload: bytes) -> bytes:
 def encode_cursor(route: Route, query: ListQuery, positions: Mapping[str, int],
                   secret: bytes | None) -> str:
     payload = json.dumps(
-        {"v": 1, "r": route.path, "s": query.sort, "l": query.limit, "p": dict(positions)},
+        {"v": 1, "r": route.path, "s": query.sort, "l": query.limit, "p": dict(positions),
+         "f": query.filters},
         separators=(",", ":"), sort_keys=True,
     ).encode()
     return f"{_b64(payload)}.{_b64(_mac(secret, payload))}"
@@ -187,6 +215,7 @@ def decode_cursor(cursor: str, route: Route, secret: bytes | None) -> dict[str, 
             and (state["l"] is None or (isinstance(state["l"], int) and state["l"] > 0))
             and all(isinstance(k, str) and isinstance(v, int) and v >= 0
                     for k, v in state["p"].items())
+            and isinstance(state.get("f", ""), str)
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         ok = False

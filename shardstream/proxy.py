@@ -33,6 +33,7 @@ from .headers import end_to_end, upstream_request_headers
 from .routing import Match, RoutingError
 
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+_WRITES = _BODY_METHODS | {b"DELETE"}
 _CONNECT_BUFFER = 256 * 1024  # body bytes held while the shard connection opens
 
 
@@ -125,9 +126,13 @@ class StreamedUpload:
             self.transport.resumeProducing()
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _loads(body: bytes) -> Any:
-    """JSON with exact numbers (big ints stay ints, decimals stay Decimal)."""
-    return json.loads(body, parse_float=Decimal)
+    """Strict JSON with exact numbers (big ints stay ints, decimals stay Decimal)."""
+    return json.loads(body, parse_float=Decimal, parse_constant=_no_constant)
 
 
 @implementer(IPushProducer)
@@ -160,6 +165,8 @@ class Relay:
         url = self.gateway.config.shard(self.shard).url.encode() + uri
         if headers is None:
             headers = upstream_request_headers(self.request, scatter=False)
+        if self.route.id_fields:  # ids are rewritten in the body: it must not be compressed
+            headers.setRawHeaders(b"accept-encoding", [b"identity"])
         self.call = self.gateway.client.call(method, url, headers, body, self,
                                              body_sent=body_sent, relay=True)
 
@@ -223,6 +230,15 @@ class Relay:
         self._rewrite.append(data)
         self._rewrite_size += len(data)
         if self._rewrite_size > self.gateway.config.max_body(self.route):
+            if self.request.method in _WRITES:
+                # The write happened: say so, with the shard's own ids, rather than a 502
+                # that would make the client write again.
+                self.request.setHeader(b"shardstream-warning",
+                                       b"ids not rewritten: response over max_body")
+                chunks, self._rewrite = self._rewrite, None
+                for chunk in chunks:
+                    self.request.write(chunk)
+                return True
             self.committed = False
             self.request.unregisterProducer()
             self._error(502, "response_too_large", "the shard's response is too large to "
@@ -235,21 +251,30 @@ class Relay:
             return
         if self._rewrite is not None:
             body = self._rewritten(b"".join(self._rewrite))
+            if body is None:
+                self.request.unregisterProducer()
+                self._error(502, "bad_shard_response", "the shard's 2xx response is not JSON "
+                            "the gateway can rewrite ids in")
+                return
             self.request.setHeader(b"content-length", b"%d" % len(body))
             self.request.write(body)
         self.request.unregisterProducer()
         self.request.finish()
 
-    def _rewritten(self, body: bytes) -> bytes:
+    def _rewritten(self, body: bytes) -> bytes | None:
+        """The body with global ids, or None when it cannot be rewritten (never
+        leak local ids as if they were global)."""
+        if not body.strip():
+            return body  # nothing to rewrite (e.g. 204)
         try:
             doc = _loads(body)
-        except ValueError:
-            return body  # not JSON: nothing to rewrite
-        target = ids.lookup(doc, tuple(self.route.item.split("."))) if self.route.item else doc
-        if target is None:
-            return body
-        ids.globalize(target, ids.split_paths(self.route.id_fields), self.shard)
-        return encode_value(doc)
+            target = ids.lookup(doc, tuple(self.route.item.split("."))) if self.route.item else doc
+            if target is None:
+                return body
+            ids.globalize(target, ids.split_paths(self.route.id_fields), self.shard)
+            return encode_value(doc)
+        except Exception:
+            return None
 
     def failed(self, error: ShardError) -> None:
         if self.gone:
@@ -346,8 +371,8 @@ def _rewrite_body(gateway: Any, route: Route, target: tuple[str, bytes] | None, 
     """Owner from the body if need be; global ids in it back to local ones."""
     try:
         doc = _loads(body) if body else None
-    except ValueError as e:
-        raise BadBody(f"the request body is not valid JSON ({e})") from None
+    except (ValueError, RecursionError):
+        raise BadBody("the request body is not valid JSON") from None
     if route.shard_key_body:
         if not isinstance(doc, dict):
             raise BadBody("the request body must be a JSON object")
@@ -365,4 +390,8 @@ def _rewrite_body(gateway: Any, route: Route, target: tuple[str, bytes] | None, 
     if others:
         raise CrossShard(f"the body refers to shard {others[0]!r} but the write goes to shard "
                          f"{shard!r}; nothing was written")
-    return shard, path, encode_value(doc)
+    try:
+        return shard, path, encode_value(doc)
+    except Exception:
+        raise BadBody("the request body cannot be re-encoded (nested too deeply, or a lone "
+                      "surrogate in a string)") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
@@ -25,6 +26,7 @@ from .routing import Match, MethodNotAllowed, Router, RoutingError
 from .upstream import UpstreamClient
 
 HEALTH_PATH = b"/healthz"
+log = Logger(namespace="shardstream")
 
 
 class Gateway:
@@ -75,6 +77,12 @@ class GatewayResource(Resource):
             if isinstance(e, MethodNotAllowed):
                 request.setHeader(b"allow", ", ".join(e.extra["allow"]).encode())
             respond_error(request, e.status, e.code, e.message, **e.extra)
+        except Exception:
+            log.failure("internal error while starting {method} {uri}",
+                        method=request.method, uri=request.uri)
+            if not request.startedWriting and not request.finished:
+                respond_error(request, 500, "internal_error",
+                              "the gateway failed on this request; it is logged")
         return server.NOT_DONE_YET
 
 
@@ -115,8 +123,8 @@ class GatewayRequest(server.Request):
         if length != 0 and self.match is not None:
             try:
                 self.relay = proxy.start_streaming(self, gateway, self.match, length)
-            except RoutingError:
-                self.relay = None  # render answers it
+            except Exception:
+                self.relay = None  # render answers it, once the (bounded) body is read
             if self.relay is not None:
                 self.content = io.BytesIO()
                 return

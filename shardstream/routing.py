@@ -79,7 +79,10 @@ def _replace_segment(raw_path: bytes, route: Route, param: str, value: int | str
     path, sep, query = raw_path.partition(b"?")
     segments = path.split(b"/")
     index = route.path.split("/").index("{" + param + "}")
-    segments[index] = quote(str(value), safe="").encode()
+    text = quote(str(value), safe="")
+    if text in (".", ".."):  # a path segment of dots would climb the shard's tree
+        text = text.replace(".", "%2E")
+    segments[index] = text.encode()
     return b"/".join(segments) + sep + query
 
 
@@ -90,6 +93,8 @@ def _decode_params(raw: dict[str, str]) -> dict[str, str]:
             params[name] = unquote(value, errors="strict")
         except UnicodeDecodeError:
             raise RoutingError(f"path parameter {name} is not valid percent-encoded UTF-8") from None
+        if params[name] in (".", "..") or value in (".", ".."):
+            raise RoutingError(f"path parameter {name} cannot be {params[name]!r}")
     return params
 
 

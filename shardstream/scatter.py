@@ -164,11 +164,11 @@ class Scatter:
             return True
         if not self._ended[shard]:
             return True  # stopped early with nothing queued cannot happen; still open: unsure
+        total = self._parsers[shard].total
+        if total is not None:  # the shard's own count is the best evidence (it may cap pages)
+            return self.starts[shard] + self.consumed[shard] < total
         if self.quota is None or self.returned[shard] < self.quota:
             return False
-        total = self._parsers[shard].total
-        if total is not None:
-            return self.starts[shard] + self.consumed[shard] < total
         return True  # it sent exactly what it was asked for: there may be more
 
     def meta(self) -> dict[str, Any]:
@@ -191,8 +191,8 @@ class Scatter:
         }
         if self._want_total:
             totals = [p.total for p in self._parsers]
-            meta["total"] = sum(t for i, t in enumerate(totals)
-                                if t is not None and i not in self.failures)
+            known = [t for i, t in enumerate(totals) if t is not None and i not in self.failures]
+            meta["total"] = sum(known) if known else None
             meta["total_excludes"] = [s for i, s in enumerate(self.shards)
                                       if totals[i] is None or i in self.failures]
         if self._cursor is not None:

@@ -314,3 +314,68 @@ class TotalTests(GatewayTestCase):
         meta = r.json()["meta"]
         self.assertEqual((meta["total"], meta["total_excludes"]), (12, ["c"]))
         self.assertEqual(meta["shards"]["failed"][0]["shard"], "c")
+
+
+class ReviewRegressionTests(GatewayTestCase):
+    @defer.inlineCallbacks
+    def test_a_huge_integer_in_an_item_passes_through_exactly(self):
+        big = int("7" * 6000)
+        self.shard("a", [{"id": 1, "shard": "a", "n": big}])
+        self.shard("b", items("b", 3))
+        base = self.gateway(routes=[EVENTS])
+        r = yield self.fetch(base + "/v3/events")
+        self.assertIn(b'"n":' + b"7" * 6000, r.body)
+        self.assertEqual(r.json()["meta"]["shards"]["failed"], [])
+
+    @defer.inlineCallbacks
+    def test_a_page_with_totals_over_streaming_shards_ends_promptly(self):
+        for s in ("a", "b"):
+            self.shard(s, events(s, [f"t{i:04d}" for i in range(400)]), batch=5, drip=0.0005)
+        base = self.gateway(routes=[dict(EVENTS, max_limit=500)], upstream={"total_timeout": 5})
+        r = yield self.fetch(base + "/v3/events?sort=starts_at&limit=300")
+        meta = r.json()["meta"]
+        self.assertEqual(meta["shards"]["failed"], [])
+        self.assertEqual(meta["total"], 800)
+        self.assertEqual(len(r.json()["data"]), 300)
+
+    @defer.inlineCallbacks
+    def test_dot_segments_never_reach_a_shard(self):
+        self.shard("a")
+        self.shard("b")
+        base = self.gateway(routes=ROUTES, shard_map=SHARD_MAP)
+        r = yield self.fetch(base + "/v3/events/a~r..", method="DELETE")
+        self.assertEqual(r.code, 404)  # the shard was asked for item "%2E%2E", not its parent
+        self.assertEqual(self.sims["a"].requests[-1]["uri"], "/v3/events/%2E%2E")
+        r = yield self.fetch(base + "/v3/vendors/..")
+        self.assertEqual(r.code, 400)
+
+    @defer.inlineCallbacks
+    def test_ids_are_rewritten_even_when_the_client_accepts_gzip(self):
+        from twisted.internet import reactor
+        from twisted.web.resource import EncodingResourceWrapper
+        from twisted.web.server import GzipEncoderFactory
+
+        from shardstream.resource import TrackingSite
+        from shardstream.shardsim import ShardSim
+
+        sim = ShardSim("a", events("a", ["t1", "t2"]))
+        site = TrackingSite(EncodingResourceWrapper(sim, [GzipEncoderFactory()]), quiet=True)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self._sites.append(site)
+        base = self.gateway(routes=[ONE], shards={"a": f"http://127.0.0.1:{port.getHost().port}"})
+        r = yield self.fetch(base + "/v3/events/a~i2", headers={"Accept-Encoding": "gzip"})
+        self.assertEqual((r.code, r.json()["data"]["id"]), (200, "a~i2"))
+
+    @defer.inlineCallbacks
+    def test_a_cursor_keeps_the_filters_of_its_list(self):
+        self.shard("a", events("a", [f"t{i}" for i in range(6)]) +
+                   [dict(e, vendor_id="vx") for e in events("a", [f"u{i}" for i in range(6)])])
+        base = self.gateway(routes=[EVENTS])
+        r = yield self.fetch(base + "/v3/events?vendor_id=va&sort=starts_at&limit=4")
+        first = r.json()
+        r = yield self.fetch(base + "/v3/events?cursor=" + first["meta"]["next_cursor"])
+        second = r.json()
+        self.assertEqual({e["vendor_id"] for e in first["data"] + second["data"]}, {"va"})
+        self.assertEqual(len(first["data"] + second["data"]), 6)
+        self.assertIsNone(second["meta"]["next_cursor"])

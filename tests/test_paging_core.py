@@ -76,6 +76,19 @@ def test_ordered_merge_waits_for_every_open_shard_then_breaks_ties_by_shard():
     assert m.pop() == []
 
 
+def test_a_value_too_deep_to_encode_still_sorts():
+    deep = node = {}
+    for _ in range(300):
+        node["x"] = {}
+        node = node["x"]
+    m = OrderedMerge(2, sort_key("k"))
+    m.push(0, [{"k": 1}, {"k": deep}])
+    m.push(1, [{"k": 2}])
+    m.end(0)
+    m.end(1)
+    assert [i["k"] for _, b in m.pop() for i in b][:2] == [1, 2]
+
+
 def test_ordered_merge_respects_the_budget_and_reports_unsorted_streams():
     m = OrderedMerge(1, sort_key("k"))
     m.push(0, [{"k": 1}, {"k": 2}, {"k": 3}])
@@ -138,6 +151,8 @@ def args(**kw):
 
 @pytest.mark.parametrize("kw,message", [
     ({"sort": "nope"}, "cannot sort by"),
+    ({"limit": "\u00b2"}, "limit must be"),
+    ({"offset": "9" * 5000}, "offset must be"),
     ({"sort": "--k"}, "cannot sort by"),
     ({"limit": "51"}, "above this route's maximum of 50"),
     ({"limit": "0"}, "limit must be"),
@@ -168,14 +183,19 @@ def test_default_sort_applies_when_the_client_gives_none():
 
 
 def test_shard_query_keeps_client_params_and_pushes_down_limit():
-    q = paging.parse(ROUTE, args(sort="-k", limit=10, offset=5), SECRET)
-    raw = b"city=Lisbon&limit=10&offset=5&sort=-k&x=%20y"
-    assert paging.shard_query(ROUTE, q, "s1", raw) == b"city=Lisbon&x=%20y&sort=-k&limit=15"
+    raw = b"city=Lisbon&limit=10&%6Fffset=5&sort=-k&x=%20y"
+    q = paging.parse(ROUTE, args(sort="-k", limit=10, offset=5), SECRET, raw)
+    assert paging.shard_query(ROUTE, q, "s1") == b"city=Lisbon&x=%20y&sort=-k&limit=15"
     cursor = paging.encode_cursor(ROUTE, q, {"s1": 7, "s2": 0}, SECRET)
     q2 = paging.parse(ROUTE, args(cursor=cursor), SECRET)
     assert (q2.sort, q2.limit, q2.offset) == ("-k", 10, 0)
-    assert paging.shard_query(ROUTE, q2, "s1", b"") == b"sort=-k&limit=10&offset=7"
-    assert paging.shard_query(ROUTE, q2, "s2", b"") == b"sort=-k&limit=10"
+    # the cursor carries the filters of its list
+    assert paging.shard_query(ROUTE, q2, "s1") == b"city=Lisbon&x=%20y&sort=-k&limit=10&offset=7"
+    assert paging.shard_query(ROUTE, q2, "s2") == b"city=Lisbon&x=%20y&sort=-k&limit=10"
+    same = paging.parse(ROUTE, args(cursor=cursor), SECRET, b"city=Lisbon&x=%20y&cursor=" + cursor.encode())
+    assert same.filters == q2.filters
+    with pytest.raises(paging.BadListQuery):
+        paging.parse(ROUTE, args(cursor=cursor), SECRET, b"city=Porto&cursor=" + cursor.encode())
 
 
 def test_cursor_rules():
@@ -237,7 +257,7 @@ def run_page(shards, route, client_args, rng):
                  cursor=lambda p: paging.encode_cursor(route, q, p, SECRET))
     bodies = {}
     for i, name in enumerate(names):
-        query = paging.shard_query(route, q, name, b"").decode()
+        query = paging.shard_query(route, q, name).decode()
         bodies[i] = shard_body(shards[i], parse_qs(query))
     out = b""
     pending = dict(bodies)
