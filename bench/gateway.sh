@@ -4,7 +4,8 @@
 #   PORT        listen on 127.0.0.1:$PORT
 #   MERGE       concat (we interleave: first item first) | starts_at (ordered merge)
 #   SHARD_TIMEOUT  per-shard deadline, seconds
-# SHARDSTREAM_PYTHON picks the interpreter (default: the bench venv's).
+# SHARDSTREAM_PYTHON picks the interpreter (default: the bench venv's);
+# SHARDSTREAM_WORKERS the worker processes (default auto: one per core).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 py=${SHARDSTREAM_PYTHON:-$here/out/venv/bin/python}
@@ -17,6 +18,9 @@ merge = os.environ.get("MERGE", "concat")
 lines = [
     "[server]", f'listen = "tcp:{os.environ["PORT"]}:interface=127.0.0.1"',
     "access_log = false",
+    f'workers = "{os.environ.get("SHARDSTREAM_WORKERS", "auto")}"'
+    if os.environ.get("SHARDSTREAM_WORKERS", "auto") == "auto"
+    else f'workers = {int(os.environ["SHARDSTREAM_WORKERS"])}',
     "[upstream]", "connect_timeout = 2.0", f"first_byte_timeout = {t}", f"idle_timeout = {t}",
     f"total_timeout = {max(t, 30.0)}", "max_idle_connections = 512",
 ]
