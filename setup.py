@@ -13,7 +13,6 @@ setup(
     package_data={"twisted.plugins": ["shardstream_plugin.py"]},
     install_requires=[
         "twisted>=24.7",
-        "treq>=24.9",
         "ijson>=3.3",
         "txaio>=23.1",
         "service-identity>=24.1",
@@ -22,7 +21,9 @@ setup(
         "cachetools>=5.3",  # the find-mode owner cache (TTL + size bound)
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100"],
+        # treq is the tests' HTTP client; the gateway itself uses twisted.web's Agent
+        # directly (see shardstream/upstream.py for why).
+        "test": ["pytest>=8", "hypothesis>=6.100", "treq>=24.9"],
     },
     entry_points={},
     classifiers=[

@@ -68,6 +68,7 @@ def upstream_request_headers(request, scatter: bool) -> Headers:
         out.setRawHeaders(name, values)
     if scatter:
         out.setRawHeaders(b"accept", [b"application/json"])
+        out.setRawHeaders(b"accept-encoding", [b"identity"])
     peer = getattr(request.getClientAddress(), "host", None)
     if peer:
         prior = request.requestHeaders.getRawHeaders(b"x-forwarded-for", [])
