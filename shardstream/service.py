@@ -54,6 +54,22 @@ def listen_now(reactor: Any, description: str, factory: Any) -> Any:
     return results[0]
 
 
+def install_signal_handlers(reactor: Any, reload: Any, label: str) -> None:
+    """SIGTERM/SIGINT: a clean stop (exit 0, not twistd's -15); SIGHUP: reload
+    (Twisted installs no SIGHUP handler, and the default kills the process)."""
+
+    def stop(signum: int, frame: Any) -> None:
+        log.info("{label}: signal {signum}: stopping", label=label, signum=signum)
+        reactor.callFromThread(stop_reactor, reactor)
+
+    def hup(signum: int, frame: Any) -> None:
+        reactor.callFromThread(reload)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, hup)
+
+
 def stop_reactor(reactor: Any) -> None:
     """Stop once, however many signals arrive."""
     if reactor.running and not getattr(reactor, "_stopped", False):
@@ -130,16 +146,7 @@ class GatewayService(Service):
             self.reactor.callWhenRunning(self._install_signal_handlers)
 
     def _install_signal_handlers(self) -> None:
-        def stop(signum: int, frame: Any) -> None:
-            log.info("{label}: signal {signum}: stopping", label=self.label, signum=signum)
-            self.reactor.callFromThread(stop_reactor, self.reactor)
-
-        def hup(signum: int, frame: Any) -> None:
-            self.reactor.callFromThread(self.reload)
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGHUP, hup)
+        install_signal_handlers(self.reactor, self.reload, self.label)
 
     @property
     def gateway(self) -> Gateway:

@@ -123,17 +123,9 @@ class Supervisor(Service):
         self._signal_all(signal.SIGHUP)
 
     def _install_signal_handlers(self) -> None:
-        def stop(signum: int, frame: Any) -> None:
-            from .service import stop_reactor
+        from .service import install_signal_handlers
 
-            self.reactor.callFromThread(stop_reactor, self.reactor)
-
-        def hup(signum: int, frame: Any) -> None:
-            self.reactor.callFromThread(self.reload)
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGHUP, hup)
+        install_signal_handlers(self.reactor, self.reload, "supervisor")
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
