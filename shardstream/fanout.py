@@ -123,7 +123,10 @@ class ScatterResponse:
         else:
             if self.ordered and scatter.merge.queued(shard) >= QUEUE_BOUND:
                 self.calls[shard].pause()
-            self._schedule_flush()
+            if not self.committed and scatter.ready():
+                self._flush()  # the first item goes out now: time to first item is what counts
+            else:
+                self._schedule_flush()
         return ok and not self.gone
 
     def _schedule_flush(self) -> None:
