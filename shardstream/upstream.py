@@ -28,7 +28,8 @@ from twisted.web.client import (
 )
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IResponse
+from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IResponse
+from zope.interface import implementer
 
 from .config import UpstreamConfig
 from .errors import ShardError
@@ -52,6 +53,23 @@ class _QuietFactory(_HTTP11ClientFactory):
     noisy = False  # one log line per pooled connection is noise at gateway rates
 
 
+@implementer(IAgentEndpointFactory)
+class _Endpoints:
+    """Agent's own endpoint factory, remembering one endpoint per shard
+    origin: building it costs a name check (idna) on every request."""
+
+    def __init__(self, reactor: Any, connect_timeout: float) -> None:
+        self._make = Agent(reactor, connectTimeout=connect_timeout)._endpointFactory
+        self._cache: dict[tuple[bytes, bytes, int], Any] = {}
+
+    def endpointForURI(self, uri: Any) -> Any:
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._cache.get(key)
+        if endpoint is None:
+            endpoint = self._cache[key] = self._make.endpointForURI(uri)
+        return endpoint
+
+
 class UpstreamClient:
     """The gateway's one HTTP client: a persistent pool shared by every request.
 
@@ -69,7 +87,9 @@ class UpstreamClient:
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = config.max_idle_connections
         self.pool._factory = _QuietFactory
-        self.agent = Agent(reactor, connectTimeout=config.connect_timeout, pool=self.pool)
+        self.agent = Agent.usingEndpointFactory(
+            reactor, _Endpoints(reactor, config.connect_timeout), pool=self.pool
+        )
 
     def call(
         self,
