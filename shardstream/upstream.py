@@ -160,6 +160,8 @@ class ShardCall:
         self._timers: dict[str, Any] = {}  # deadline name -> DelayedCall
         self._last_data = 0.0  # when body data last came, paused time not counted
         self._paused_at = 0.0
+        self._chunks: list[bytes] = []  # body data of this reactor turn, not yet handed over
+        self._deliver_call: Any = None
 
     def start(
         self, method: bytes, url: bytes, headers: Headers, body: Any, body_sent: Any = None,
@@ -251,8 +253,22 @@ class ShardCall:
         self._guard(self.sink.failed, classify(failure))
 
     def _on_data(self, data: bytes) -> None:
+        """Twisted hands over every HTTP chunk on its own (a shard that flushes
+        item by item sends thousands); they are gathered and handed to the
+        sink once per reactor turn, as one piece."""
         if self.done:
             return
+        self._chunks.append(data)
+        if self._deliver_call is None:
+            self._deliver_call = self.client.reactor.callLater(0, self._deliver)
+
+    def _deliver(self) -> None:
+        self._deliver_call = None
+        chunks = self._chunks
+        if self.done or not chunks:
+            return
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks = []
         self._last_data = self.client.reactor.seconds()
         idle = self._timers.get("idle_timeout")
         if idle is not None:
@@ -263,6 +279,11 @@ class ShardCall:
     def _on_body_end(self, reason: Any) -> None:
         if self.done:
             return
+        if self._deliver_call is not None:  # what came before the end goes first
+            self._deliver_call.cancel()
+            self._deliver()
+            if self.done:
+                return
         self._stop_timers()
         self.done = True
         if reason.check(ResponseDone, PotentialDataLoss):
@@ -316,6 +337,10 @@ class ShardCall:
     def _stop(self) -> None:
         self.done = True
         self._stop_timers()
+        if self._deliver_call is not None:
+            self._deliver_call.cancel()
+            self._deliver_call = None
+        self._chunks = []
         if self._reader is not None:
             self._reader.transport.stopProducing()
         elif self._held is not None:

@@ -59,6 +59,19 @@ class Sink:
 
 
 class ShardCallTests(unittest.TestCase):
+    def test_chunks_of_one_turn_reach_the_sink_as_one_piece_before_the_end(self):
+        from twisted.web.client import ResponseDone
+        from twisted.python.failure import Failure
+
+        response = FakeResponse()
+        self.call._on_response(response)
+        for part in (b"a", b"b", b"c"):
+            response.protocol.dataReceived(part)
+        self.assertEqual(self.sink.events, ["response"])
+        response.protocol.connectionLost(Failure(ResponseDone()))
+        self.assertEqual(self.sink.events, ["response", ("data", b"abc"), "end"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def setUp(self):
         self.clock = Clock()
         client = UpstreamClient(self.clock, UpstreamConfig(idle_timeout=1.0, total_timeout=100))
@@ -87,6 +100,7 @@ class ShardCallTests(unittest.TestCase):
         for _ in range(5):
             self.clock.advance(0.9)
             response.protocol.dataReceived(b"x")
+            self.clock.advance(0)  # handed over at the end of the reactor turn
         self.assertNotIn(("failed", "idle_timeout"), self.sink.events)
         self.clock.advance(1.0)
         self.assertEqual(self.sink.events[-1], ("failed", "idle_timeout"))
@@ -97,6 +111,7 @@ class ShardCallTests(unittest.TestCase):
         self.call._on_response(response)
         self.assertEqual(self.sink.events, ["response"])  # no data behind the consumer's back
         self.call.resume()
+        self.clock.advance(0)
         self.assertEqual(self.sink.events, ["response", ("data", b"early bytes")])
 
     def test_cancel_while_holding_a_response_drops_its_body(self):
@@ -115,6 +130,7 @@ class ShardCallTests(unittest.TestCase):
         response = FakeResponse()
         self.call._on_response(response)
         response.protocol.dataReceived(b"x")  # must not raise into Twisted's parser
+        self.clock.advance(0)
         self.assertEqual(self.sink.events[-1], ("failed", "internal_error"))
         self.assertTrue(response.transport.stopped)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
