@@ -1,8 +1,9 @@
 """One gateway worker process, started by the supervisor (see workers.py).
 
-    python -m shardstream.worker --fd 3 --config PATH [--index N]
+    python -m shardstream.worker (--fd 3 | --bind FAMILY,HOST,PORT,BACKLOG) --config PATH
 
-It accepts on the listening socket it inherited as ``--fd`` and otherwise
+It accepts on the listening socket it inherited as ``--fd``, or on its own
+socket bound with SO_REUSEPORT to the shared address, and otherwise
 behaves as the single-process gateway: SIGTERM stops it, SIGHUP reloads
 its config.
 """
@@ -16,11 +17,14 @@ from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from . import config as config_mod
 from .service import EX_CONFIG, GatewayService
+from .workers import bound_socket
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="shardstream.worker")
-    ap.add_argument("--fd", type=int, required=True)
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--fd", type=int, help="an inherited listening socket")
+    where.add_argument("--bind", help="family,host,port,backlog: bind with SO_REUSEPORT")
     ap.add_argument("--config", required=True)
     ap.add_argument("--index", type=int, default=0)
     a = ap.parse_args(argv)
@@ -32,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
     from twisted.internet import reactor
 
-    service = GatewayService(config, config_path=a.config, adopt_fd=a.fd, name=f"worker {a.index}")
+    fd = a.fd if a.fd is not None else bound_socket(a.bind)
+    service = GatewayService(config, config_path=a.config, adopt_fd=fd, name=f"worker {a.index}")
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()

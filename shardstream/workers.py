@@ -1,10 +1,12 @@
 """Workers on every core: one supervisor, N gateway processes, one socket.
 
-The supervisor (the ``twistd`` process) binds the listening socket once, from
-``server.listen`` or a socket systemd passed in, and never accepts on it. It
-starts N workers (``python -m shardstream.worker``) that inherit the socket as
-fd 3 and accept on it themselves, so the kernel spreads connections over
-them. A worker that dies is started again (with a growing pause if it keeps
+For a ``tcp:`` endpoint every worker binds its own socket to the same
+address with SO_REUSEPORT, and the kernel spreads new connections evenly
+over them (a single shared socket lets whichever worker wakes first take a
+whole burst of connections). The supervisor (the ``twistd`` process) binds
+the address first, without listening, to fail early if it is taken and to
+hold it for the workers. A socket systemd passed in is shared instead: the
+workers inherit it as fd 3 and accept on it. A worker that dies is started again (with a growing pause if it keeps
 dying at once). SIGTERM and SIGHUP are passed on to every worker; a SIGHUP
 is checked against the config first, so a broken file is reported once by
 the supervisor and no worker drops its running config.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -60,31 +63,52 @@ class Supervisor(Service):
         self.listen = listen or config.server.listen
         self.signals = signals
         self.port: Any = None
+        self.reserved: socket.socket | None = None
+        self.bind: tuple[int, str, int] | None = None
+        self.backlog = 50
         self.workers: dict[int, tuple[_Worker, Any]] = {}
         self.stopping = False
         self.restarts = 0
 
     def startService(self) -> None:
         super().startService()
-        from .service import listen_now
+        from .service import StartupError, listen_now
 
-        self.port = listen_now(self.reactor, self.listen, _Idle())
-        self.port.stopReading()  # only the workers accept
+        address = tcp_address(self.listen)
+        if address is not None:
+            family, host, port, self.backlog = address
+            self.reserved = socket.socket(family, socket.SOCK_STREAM)
+            self.reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                self.reserved.bind((host, port))
+            except OSError as e:
+                raise StartupError(f"cannot listen on {self.listen!r}: {e.strerror}") from None
+            self.bind = (family, host, self.reserved.getsockname()[1])
+            shown = f"{host}:{self.bind[2]} (SO_REUSEPORT)"
+        else:
+            self.port = listen_now(self.reactor, self.listen, _Idle())
+            self.port.stopReading()  # only the workers accept
+            shown = str(self.port.getHost())
         for i in range(self.count):
             self._spawn(i)
-        log.info("shardstream supervisor on {address}: {n} workers", address=self.port.getHost(),
-                 n=self.count)
+        log.info("shardstream supervisor on {address}: {n} workers", address=shown, n=self.count)
         if self.signals:
             self.reactor.callWhenRunning(self._install_signal_handlers)
 
     def _spawn(self, index: int) -> None:
         worker = _Worker(self, index)
-        args = [sys.executable, "-m", "shardstream.worker", "--fd", str(WORKER_FD),
-                "--config", self.config_path, "--index", str(index)]
-        process = self.reactor.spawnProcess(
-            worker, sys.executable, args, env=os.environ.copy(),
-            childFDs={0: 0, 1: 1, 2: 2, WORKER_FD: self.port.fileno()},
-        )
+        args = [sys.executable, "-m", "shardstream.worker", "--config", self.config_path,
+                "--index", str(index)]
+        fds = {0: 0, 1: 1, 2: 2}
+        if self.bind is not None:
+            family, host, port = self.bind
+            args += ["--bind", f"{int(family)},{host},{port},{self.backlog}"]
+        else:
+            args += ["--fd", str(WORKER_FD)]
+            fds[WORKER_FD] = self.port.fileno()
+        process = self.reactor.spawnProcess(worker, sys.executable, args,
+                                            env=os.environ.copy(), childFDs=fds)
         self.workers[index] = (worker, process)
 
     def _ended(self, worker: _Worker, reason: Any) -> None:
@@ -139,6 +163,32 @@ class Supervisor(Service):
             kill.cancel()
         if self.port is not None:
             yield self.port.stopListening()
+        if self.reserved is not None:
+            self.reserved.close()
+
+
+def tcp_address(listen: str) -> tuple[int, str, int, int] | None:
+    """``(family, host, port, backlog)`` of a ``tcp:``/``tcp6:`` endpoint string."""
+    kind, _, rest = listen.partition(":")
+    if kind not in ("tcp", "tcp6"):
+        return None
+    parts = rest.split(":")
+    options = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+    family = socket.AF_INET6 if kind == "tcp6" else socket.AF_INET
+    host = options.get("interface", "::" if kind == "tcp6" else "0.0.0.0")
+    return family, host, int(parts[0]), int(options.get("backlog", 50))
+
+
+def bound_socket(spec: str) -> int:
+    """A worker's own listening socket on the shared address; returns its fd."""
+    family, host, port, backlog = spec.split(",")
+    s = socket.socket(int(family), socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((host, int(port)))
+    s.listen(int(backlog))
+    s.setblocking(False)
+    return s.detach()
 
 
 def resolve_workers(value: str | int | None) -> int:
