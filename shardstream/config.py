@@ -319,7 +319,7 @@ def _shards(t: _Table) -> tuple[Shard, ...]:
 def _url(url: str, t: _Table) -> str:
     try:
         parts = urlsplit(url)
-        parts.port  # raises ValueError on a bad port
+        _ = parts.port  # raises ValueError on a bad port
     except ValueError as e:
         t.fail("urls", f"{url!r} is not a valid URL ({e})")
     if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -4,8 +4,6 @@ requests keep succeeding; a cursor from one instance works on the other."""
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 import signal
 import subprocess
