@@ -46,6 +46,27 @@ class UpstreamConfig:
     idle_timeout: float = 10.0
     total_timeout: float = 60.0
     max_idle_connections: int = 64
+    retries: int = 2  # further attempts on other replicas, per shard request
+    retry_budget: float = 0.2  # retries at most this share of requests (10 s window) ...
+    retry_budget_min: int = 10  # ... plus this many per window, whatever the traffic
+
+
+@dataclass(frozen=True)
+class OutlierConfig:
+    consecutive_failures: int = 5
+    base_ejection: float = 1.0
+    max_ejection: float = 30.0
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Active checks; off when ``path`` is None."""
+
+    path: str | None = None
+    interval: float = 5.0
+    timeout: float = 1.0
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 2
 
 
 @dataclass(frozen=True)
@@ -53,10 +74,6 @@ class Shard:
     name: str
     urls: tuple[str, ...]
 
-    @property
-    def url(self) -> str:
-        """The replica used for now (replica selection comes with health checks)."""
-        return self.urls[0]
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,7 @@ class Route:
     max_limit: int | None = None
     default_limit: int | None = None
     total: str | None = None
+    partial: bool = True  # False: a shard failure fails the whole response (?partial=)
     # route / find
     shard_key: str | None = None
     global_id: str | None = None
@@ -98,6 +116,8 @@ class Config:
     upstream: UpstreamConfig
     shards: tuple[Shard, ...]
     routes: tuple[Route, ...]
+    health: HealthConfig = HealthConfig()
+    outlier: OutlierConfig = OutlierConfig()
     shard_map: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: MappingProxyType({})
     )
@@ -148,7 +168,9 @@ class _Table:
             self.fail(name, f"must be a non-empty string, not {_kind(value)}")
         return value
 
-    def number(self, name: str, default: float | None, integer: bool = False) -> Any:
+    def number(self, name: str, default: float | None, integer: bool = False,
+               minimum: float | None = None, maximum: float | None = None) -> Any:
+        """A number > 0, or >= ``minimum`` (and <= ``maximum``) when given."""
         value = self.get(name, default)
         if value is None:
             return None
@@ -156,9 +178,19 @@ class _Table:
         if isinstance(value, bool) or not isinstance(value, kinds):
             what = "a whole number" if integer else "a number"
             self.fail(name, f"must be {what}, not {_kind(value)}")
-        if value <= 0:
+        if minimum is None and value <= 0:
             self.fail(name, f"must be greater than 0, not {value}")
+        if minimum is not None and value < minimum:
+            self.fail(name, f"must be at least {minimum}, not {value}")
+        if maximum is not None and value > maximum:
+            self.fail(name, f"must be at most {maximum}, not {value}")
         return value if integer else float(value)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.get(name, default)
+        if not isinstance(value, bool):
+            self.fail(name, f"must be true or false, not {_kind(value)}")
+        return value
 
     def strings(self, name: str, default: Any = ...) -> Any:
         value = self.get(name, default)
@@ -216,8 +248,43 @@ def parse(data: dict[str, Any], source: str = "<config>") -> Config:
     shard_map = _shard_map(top.table("shard_map"), names)
     routes = _routes(top, shard_map)
     secret = _cursor(top.table("cursor"))
+    health = _health(top.table("health"))
+    outlier = _outlier(top.table("outlier"))
     top.done()
-    return Config(source, server, upstream, shards, routes, shard_map, secret)
+    return Config(source, server, upstream, shards, routes, shard_map=shard_map,
+                  cursor_secret=secret, health=health, outlier=outlier)
+
+
+def _health(t: _Table) -> HealthConfig:
+    d = HealthConfig()
+    path = t.string("path", None)
+    if path is not None and not path.startswith("/"):
+        t.fail("path", f"{path!r} must start with '/'")
+    h = HealthConfig(
+        path=path,
+        interval=t.number("interval", d.interval),
+        timeout=t.number("timeout", d.timeout),
+        healthy_threshold=t.number("healthy_threshold", d.healthy_threshold, integer=True),
+        unhealthy_threshold=t.number("unhealthy_threshold", d.unhealthy_threshold, integer=True),
+    )
+    t.done()
+    if h.timeout >= h.interval:
+        t.fail("timeout", f"must be shorter than interval ({h.interval:g} s)")
+    return h
+
+
+def _outlier(t: _Table) -> OutlierConfig:
+    d = OutlierConfig()
+    o = OutlierConfig(
+        consecutive_failures=t.number("consecutive_failures", d.consecutive_failures,
+                                      integer=True),
+        base_ejection=t.number("base_ejection", d.base_ejection),
+        max_ejection=t.number("max_ejection", d.max_ejection),
+    )
+    t.done()
+    if o.max_ejection < o.base_ejection:
+        t.fail("max_ejection", f"must be at least base_ejection ({o.base_ejection:g} s)")
+    return o
 
 
 def _cursor(t: _Table) -> bytes | None:
@@ -251,9 +318,7 @@ def _server(t: _Table) -> ServerConfig:
     listen = t.string("listen", DEFAULT_LISTEN)
     check_endpoint(listen, lambda problem: t.fail("listen", problem))
     max_body = t.number("max_body", ServerConfig.max_body, integer=True)
-    access_log = t.get("access_log", True)
-    if not isinstance(access_log, bool):
-        t.fail("access_log", f"must be true or false, not {_kind(access_log)}")
+    access_log = t.boolean("access_log", True)
     workers = t.get("workers", 1)
     if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int)
                               or workers < 1):
@@ -297,6 +362,10 @@ def _upstream(t: _Table) -> UpstreamConfig:
         max_idle_connections=t.number(
             "max_idle_connections", d.max_idle_connections, integer=True
         ),
+        retries=t.number("retries", d.retries, integer=True, minimum=0),
+        retry_budget=t.number("retry_budget", d.retry_budget, minimum=0, maximum=1),
+        retry_budget_min=t.number("retry_budget_min", d.retry_budget_min, integer=True,
+                                  minimum=0),
     )
     t.done()
     return up
@@ -311,6 +380,9 @@ def _shards(t: _Table) -> tuple[Shard, ...]:
         if not SHARD_NAME.match(name):
             t.fail(name, "a shard name may only use letters, digits, '_' and '-'")
         urls = tuple(_url(u, st) for u in st.strings("urls"))
+        for i, url in enumerate(urls):
+            if url in urls[:i]:
+                st.fail("urls", f"{url!r} is listed twice (replicas must be distinct)")
         st.done()
         shards.append(Shard(name=name, urls=urls))
     return tuple(shards)
@@ -392,6 +464,7 @@ def _route(t: _Table, shard_map: Mapping[str, Any]) -> Route:
             max_limit=t.number("max_limit", None, integer=True),
             default_limit=t.number("default_limit", None, integer=True),
             total=t.string("total", None),
+            partial=t.boolean("partial", True),
         )
         if kw["default_sort"] and kw["default_sort"].removeprefix("-") not in kw["sort"]:
             t.fail("default_sort", f"{kw['default_sort']!r} is not one of the route's sort keys")

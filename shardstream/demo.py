@@ -131,6 +131,7 @@ def demo_config(urls: list[str], listen: str) -> config_mod.Config:
              "cache_ttl": 60.0},
         ],
         "shard_map": {"vendor_id": vendor_map},
+        "health": {"path": "/healthz", "interval": 5.0, "timeout": 1.0},
     }
     return config_mod.parse(data, "<demo>")
 

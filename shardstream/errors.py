@@ -13,9 +13,10 @@ class ShardError:
     """Why one shard's part of a request failed, as reported in meta."""
 
     code: str  # connect_refused, connect_timeout, first_byte_timeout, idle_timeout,
-    #            total_timeout, status, malformed_json, truncated, upstream_error
+    #            total_timeout, status, malformed_json, truncated, no_healthy_replica, ...
     message: str
     status: int | None = None
+    attempts: int = 1  # replicas tried
 
     @property
     def is_timeout(self) -> bool:

@@ -79,6 +79,7 @@ class ScatterResponse:
             cursor=lambda positions: paging.encode_cursor(route, query, positions, secret),
         )
         self.ordered = query.sort is not None
+        self.strict = not (route.partial if query.partial is None else query.partial)
         self.reactor = gateway.client.reactor
         self._pending: Any = None  # the flush scheduled for the end of this reactor turn
         self.calls: list[Any] = []
@@ -92,14 +93,15 @@ class ScatterResponse:
         request.registerProducer(self, True)
         request.notifyFinish().addErrback(self._client_gone)
         headers = upstream_request_headers(request, scatter=True)
-        call = self.gateway.client.call
+        call = self.gateway.balancer.call
         path = request.uri.partition(b"?")[0]
         for i, shard in enumerate(self.gateway.config.shards):
             if self.gone:
                 break
             query = paging.shard_query(self.route, self.query, shard.name)
-            url = shard.url.encode() + path + (b"?" + query if query else b"")
-            self.calls.append(call(b"GET", url, headers, None, _ShardSink(self, i)))
+            target = path + (b"?" + query if query else b"")
+            self.calls.append(call(shard.name, b"GET", target, headers, None,
+                                   _ShardSink(self, i)))
         self._sync()
 
     # -- shard events --------------------------------------------------------
@@ -181,6 +183,9 @@ class ScatterResponse:
         if self.gone or self.finished:
             return
         scatter, request = self.scatter, self.request
+        if self.strict and scatter.failures:
+            self._strict_failure()
+            return
         if not self.committed:
             if not scatter.ready():
                 return
@@ -197,6 +202,26 @@ class ScatterResponse:
             self.finished = True
             request.unregisterProducer()
             request.finish()
+
+    def _strict_failure(self) -> None:
+        """partial=false: a shard failed, so this response must not look complete.
+        Before the first byte that is a 502/504 naming the failures; after it,
+        the connection is aborted (no terminating chunk, no closing bracket)."""
+        for call in self.calls:
+            call.cancel()
+        if self.committed:
+            self.gone = True
+            self.request.unregisterProducer()
+            self.request.channel.transport.abortConnection()
+            return
+        self.finished = True
+        self.request.unregisterProducer()
+        failures = self.scatter.failures
+        status, code = failure_answer(list(failures.values()), "shard_timeout", "shard_failed")
+        names = ", ".join(self.scatter.shards[i] for i in sorted(failures))
+        respond_error(self.request, status, code,
+                      f"shard {names} failed and this request asks for a complete result "
+                      "(partial=false); see meta.shards.failed", meta=self.scatter.meta())
 
     def _all_failed(self) -> None:
         self.finished = True

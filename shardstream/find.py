@@ -78,9 +78,8 @@ class FindResponse:
         for c in self.candidates:
             if self.gone or self.winner is not None:
                 break
-            url = self.gateway.config.shard(c.shard).url.encode() + self.request.uri
-            c.call = self.gateway.client.call(self.request.method, url, headers, None, c,
-                                              relay=True)
+            c.call = self.gateway.balancer.call(c.shard, self.request.method, self.request.uri,
+                                                headers, None, c, relay=True)
 
     def _response(self, c: _Candidate, response: Any) -> bool:
         if self.gone or self.winner is not None:

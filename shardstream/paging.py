@@ -28,7 +28,7 @@ from urllib.parse import quote, unquote_to_bytes
 from .config import Route
 from .routing import RoutingError
 
-CLIENT_PARAMS = (b"sort", b"limit", b"offset", b"cursor")
+CLIENT_PARAMS = (b"sort", b"limit", b"offset", b"cursor", b"partial")
 _EPHEMERAL_SECRET = os.urandom(32)  # used when the config has no [cursor] secret
 _MAC_LEN = 16
 
@@ -50,6 +50,7 @@ class ListQuery:
     offset: int = 0
     positions: Mapping[str, int] | None = None  # from a cursor
     filters: str = ""  # the client's own query parameters, passed to every shard
+    partial: bool | None = None  # ?partial=true|false; None: the route's default
 
     @property
     def sort_path(self) -> str | None:
@@ -98,6 +99,14 @@ def _count(text: str | None, name: str, minimum: int) -> int | None:
     return int(text)
 
 
+def _boolean(text: str | None, name: str) -> bool | None:
+    if text is None:
+        return None
+    if text not in ("true", "false"):
+        raise BadListQuery(f"{name} must be true or false, not {text!r}")
+    return text == "true"
+
+
 def own_params(route: Route) -> set[bytes]:
     """Query parameters the gateway owns on this route (the client's and the shards')."""
     return set(CLIENT_PARAMS) | {
@@ -127,6 +136,7 @@ def parse(route: Route, args: Mapping[bytes, list[bytes]], secret: bytes | None,
             raise BadListQuery(
                 f"cannot sort by {sort!r} (allowed: {allowed}; prefix '-' for descending)"
             )
+    partial = _boolean(_single(args, b"partial"), "partial")
     limit = _count(_single(args, b"limit"), "limit", 1)
     offset = _count(_single(args, b"offset"), "offset", 0) or 0
     cursor = _single(args, b"cursor")
@@ -154,7 +164,8 @@ def parse(route: Route, args: Mapping[bytes, list[bytes]], secret: bytes | None,
         limit = route.default_limit or route.max_limit
     if limit is not None and route.max_limit is not None and limit > route.max_limit:
         raise BadListQuery(f"limit {limit} is above this route's maximum of {route.max_limit}")
-    return ListQuery(sort=sort, limit=limit, offset=offset, positions=positions, filters=filters)
+    return ListQuery(sort=sort, limit=limit, offset=offset, positions=positions, filters=filters,
+                     partial=partial)
 
 
 def shard_query(route: Route, query: ListQuery, shard: str) -> bytes:

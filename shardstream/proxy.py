@@ -162,13 +162,12 @@ class Relay:
 
     def send(self, method: bytes, uri: bytes, body: Any, body_sent: Deferred | None = None,
              headers: Any = None) -> None:
-        url = self.gateway.config.shard(self.shard).url.encode() + uri
         if headers is None:
             headers = upstream_request_headers(self.request, scatter=False)
         if self.route.id_fields:  # ids are rewritten in the body: it must not be compressed
             headers.setRawHeaders(b"accept-encoding", [b"identity"])
-        self.call = self.gateway.client.call(method, url, headers, body, self,
-                                             body_sent=body_sent, relay=True)
+        self.call = self.gateway.balancer.call(self.shard, method, uri, headers, body, self,
+                                               body_sent=body_sent, relay=True)
 
     def attach(self) -> None:
         """twisted.web has the whole request: the response may now be written."""

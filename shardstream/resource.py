@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
+import orjson
 from cachetools import TTLCache
 
 from . import proxy
@@ -23,6 +24,8 @@ from .fanout import ScatterResponse
 from .find import FindResponse
 from .proxy import Relay
 from .routing import Match, MethodNotAllowed, Router, RoutingError
+from .balancer import Balancer
+from .health import HealthChecker
 from .upstream import UpstreamClient
 
 HEALTH_PATH = b"/healthz"
@@ -32,11 +35,21 @@ log = Logger(namespace="shardstream")
 class Gateway:
     """Everything a request needs, built from one config."""
 
-    def __init__(self, config: Config, client: UpstreamClient) -> None:
+    def __init__(self, config: Config, client: UpstreamClient,
+                 previous: "Gateway | None" = None) -> None:
         self.config = config
         self.client = client
         self.router = Router(config)
+        self.balancer = Balancer(client.reactor, client, config,
+                                 previous.balancer if previous is not None else None)
+        self.health = HealthChecker(self.balancer, config.health)
         self._find_caches: dict[str, TTLCache] = {}
+
+    def start(self) -> None:
+        self.health.start()
+
+    def stop(self) -> None:
+        self.health.stop()
 
     def find_cache(self, route: Route) -> TTLCache:
         """The owner cache of a find route (path -> shard), bounded in size and age."""
@@ -54,11 +67,11 @@ class GatewayResource(Resource):
         self.gateway = gateway
 
     def render(self, request: Any) -> Any:
+        gateway = getattr(request, "gateway", None) or self.gateway
         if request.path == HEALTH_PATH and request.method in (b"GET", b"HEAD"):
             request.setHeader(b"content-type", b"application/json")
             request.setHeader(b"cache-control", b"no-store")
-            return b'{"status":"ok"}'
-        gateway = getattr(request, "gateway", None) or self.gateway
+            return orjson.dumps({"status": "ok", "shards": gateway.balancer.status()})
         try:
             match = getattr(request, "match", None) or _match(gateway, request.method, request.uri)
             if getattr(request, "too_large", False):

@@ -178,6 +178,7 @@ class Scatter:
                 "error": e.code,
                 "message": e.message,
                 "status": e.status,
+                "attempts": e.attempts,
                 "items_delivered": self.delivered[i],
             }
             for i, e in sorted(self.failures.items())

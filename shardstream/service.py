@@ -126,7 +126,9 @@ class GatewayService(Service):
                 fast=parse.FAST_BACKEND,
             )
         client = UpstreamClient(self.reactor, self.config.upstream)
-        self.site = make_site(Gateway(self.config, client))
+        gateway = Gateway(self.config, client)
+        self.site = make_site(gateway)
+        gateway.start()
         if self.adopt_fd is not None:
             self.port = adopt(self.reactor, self.adopt_fd, self.site)
         else:
@@ -171,7 +173,10 @@ class GatewayService(Service):
             self.retired.append(old.client)
         if new.server.listen != self.config.server.listen:
             log.warn("reload: server.listen changed; a restart is needed to apply it")
-        self.site.resource.gateway = Gateway(new, client)
+        gateway = Gateway(new, client, previous=old)
+        self.site.resource.gateway = gateway
+        old.stop()
+        gateway.start()
         self.config = new
         _warn_about(new)
         log.info("{label}: reloaded {source}: {shards} shards, {routes} routes", label=self.label,
@@ -186,6 +191,7 @@ class GatewayService(Service):
         if self.port is not None:
             yield self.port.stopListening()
         if self.site is not None:
+            self.gateway.stop()
             yield self._drain(self.config.server.drain_timeout)
             yield self.gateway.client.close()
         for client in self.retired:

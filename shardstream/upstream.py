@@ -122,15 +122,17 @@ class UpstreamClient:
         sink: Sink,
         body_sent: Deferred | None = None,
         relay: bool = False,
+        total_timeout: float | None = None,
     ) -> "ShardCall":
         """Start a request to a shard; its outcome goes to ``sink``.
 
         ``body_sent``, for a body streamed from a client, fires when it is all
         sent: the first-byte deadline starts then, not while the client uploads.
-        ``relay``: the response goes to the client as it is.
+        ``relay``: the response goes to the client as it is. ``total_timeout``:
+        what is left of the request's own deadline, when this is a retry.
         """
         call = ShardCall(self, sink)
-        call.start(method, url, headers, body, body_sent, relay)
+        call.start(method, url, headers, body, body_sent, relay, total_timeout)
         return call
 
     def retire(self) -> Deferred:
@@ -187,10 +189,11 @@ class ShardCall:
 
     def start(
         self, method: bytes, url: bytes, headers: Headers, body: Any, body_sent: Any = None,
-        relay: bool = False,
+        relay: bool = False, total_timeout: float | None = None,
     ) -> None:
-        cfg = self.client.config
-        self._arm("total_timeout", cfg.total_timeout, "the shard did not finish within {} s")
+        total = self.client.config.total_timeout
+        self._arm("total_timeout", total if total_timeout is None else total_timeout,
+                  "the shard did not finish within {} s", shown=total)
         if body_sent is None:
             self._arm_first_byte()
         else:

@@ -50,10 +50,12 @@ class GatewayTestCase(unittest.TestCase):
     """Starts simulated shards and a gateway in front of them, all on loopback."""
 
     timeout = 30
+    config_file: str | None = None  # set to write the gateway's config to a file
 
     def setUp(self) -> None:
         self.sims: dict[str, ShardSim] = {}
         self.urls: dict[str, str] = {}
+        self.shard_sites: dict[str, tuple[Any, TrackingSite]] = {}
         self._sites: list[TrackingSite] = []
         self._pool = HTTPConnectionPool(reactor, persistent=False)
         self.addCleanup(self._settle)
@@ -71,7 +73,15 @@ class GatewayTestCase(unittest.TestCase):
         self._sites.append(site)
         self.sims[name] = sim
         self.urls[name] = f"http://127.0.0.1:{port.getHost().port}"
+        self.shard_sites[name] = (port, site)
         return self.urls[name]
+
+    @defer.inlineCallbacks
+    def kill(self, name: str) -> Any:
+        """The shard's process dies: its port closes and its connections reset."""
+        port, site = self.shard_sites.pop(name)
+        yield port.stopListening()
+        site.abort_all()
 
     def blackhole(self) -> str:
         """A URL whose connect never completes: full accept queue, never accepted."""
@@ -91,12 +101,20 @@ class GatewayTestCase(unittest.TestCase):
             "server": {"listen": "tcp:0:interface=127.0.0.1", "drain_timeout": 1.0,
                        **top.pop("server", {})},
             "upstream": upstream or {},
-            "shards": {name: {"urls": [url]} for name, url in shards.items()},
+            "shards": {name: {"urls": url if isinstance(url, list) else [url]}
+                       for name, url in shards.items()},
             "routes": routes or [{"path": "/v3/events", "mode": "scatter", "items": "data.item"}],
             **top,
         }
-        config = config_mod.parse(data, "<test>")
-        self.service = GatewayService(config, signals=False)
+        path = top_path = None
+        if self.config_file:  # reload tests: the config lives in a real file
+            path = top_path = self.config_file
+            with open(path, "w") as f:
+                f.write(_toml(data))
+            config = config_mod.load(path)
+        else:
+            config = config_mod.parse(data, "<test>")
+        self.service = GatewayService(config, signals=False, config_path=top_path)
         self.service.startService()
         self._sites.append(self.service.site)
         self.addCleanup(self.service.stopService)
@@ -128,6 +146,41 @@ class GatewayTestCase(unittest.TestCase):
                 self.fail(f"timed out waiting for {what}; shards (lost, completed, sent, "
                           f"requests): {state}")
             yield task.deferLater(reactor, 0.01, lambda: None)
+
+
+def _toml(data: dict[str, Any]) -> str:
+    """Just enough TOML for the test configs (tables, arrays of tables, scalars, lists)."""
+    import json
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise TypeError(v)
+
+    lines: list[str] = []
+
+    def table(name: str, t: dict[str, Any], header: str) -> None:
+        scalars = {k: v for k, v in t.items() if not isinstance(v, dict)}
+        lines.append(header)
+        lines.extend(f"{json.dumps(k)} = {value(v)}" for k, v in scalars.items())
+        for k, v in t.items():
+            if isinstance(v, dict):
+                sub = f"{name}.{json.dumps(k)}"
+                table(sub, v, f"[{sub}]")
+
+    for key, v in data.items():
+        if key == "routes":
+            for route in v:
+                table("routes", route, "[[routes]]")
+        else:
+            table(json.dumps(key), v, f"[{json.dumps(key)}]")
+    return "\n".join(lines) + "\n"
 
 
 class RawClient(Protocol):

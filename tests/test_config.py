@@ -53,7 +53,7 @@ def test_good_config_loads_into_immutable_objects(tmp_path):
     assert c.upstream.connect_timeout == 1.0 and c.upstream.idle_timeout == 10.0
     assert [s.name for s in c.shards] == ["s1", "s2"]
     assert c.shards[0].urls == ("http://127.0.0.1:9001",)
-    assert c.shards[1].url == "https://shard2.internal:8443/api"
+    assert c.shards[1].urls == ("https://shard2.internal:8443/api",)
     assert c.routes[0].methods == frozenset({"GET"}) and c.routes[1].methods is None
     assert c.shard_map["vendor_id"]["v200"] == "s2"
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -96,7 +96,37 @@ BAD = [
     (GOOD.replace("[[routes]]", "[[rutes]]"), "routes", "at least one"),
     ("[server]\nlisten = 'tcp:1'\n", "shards", "is required"),
     ("this is = not toml", "", "invalid TOML"),
+    (GOOD.replace('urls = ["http://127.0.0.1:9001/"]',
+                  'urls = ["http://127.0.0.1:9001/", "http://127.0.0.1:9001"]'),
+     "shards.s1.urls", "listed twice"),
+    (GOOD.replace("first_byte_timeout = 2.5", "retries = -1"), "upstream.retries",
+     "at least 0"),
+    (GOOD.replace("first_byte_timeout = 2.5", "retry_budget = 1.5"), "upstream.retry_budget",
+     "at most 1"),
+    (GOOD + '\n[health]\npath = "healthz"\n', "health.path", "start with '/'"),
+    (GOOD + '\n[health]\npath = "/h"\ninterval = 1.0\ntimeout = 2.0\n', "health.timeout",
+     "shorter than interval"),
+    (GOOD + '\n[health]\nintervall = 1\n', "health.intervall", "unknown key"),
+    (GOOD + '\n[outlier]\nconsecutive_failures = 0\n', "outlier.consecutive_failures",
+     "greater than 0"),
+    (GOOD + '\n[outlier]\nbase_ejection = 10\nmax_ejection = 5\n', "outlier.max_ejection",
+     "at least base_ejection"),
+    (GOOD.replace('mode = "scatter"', 'mode = "scatter"\npartial = "no"'), "routes[0].partial",
+     "true or false"),
 ]
+
+
+def test_replica_and_health_keys_load(tmp_path):
+    text = GOOD.replace('urls = ["http://127.0.0.1:9001/"]',
+                        'urls = ["http://127.0.0.1:9001/", "http://127.0.0.1:9011"]')
+    text += '\n[health]\npath = "/healthz"\ninterval = 2\n[outlier]\nmax_ejection = 60\n'
+    text = text.replace('mode = "scatter"', 'mode = "scatter"\npartial = false')
+    c = config.load(write(tmp_path, text))
+    assert c.shards[0].urls == ("http://127.0.0.1:9001", "http://127.0.0.1:9011")
+    assert (c.health.path, c.health.interval, c.health.timeout) == ("/healthz", 2.0, 1.0)
+    assert (c.outlier.consecutive_failures, c.outlier.max_ejection) == (5, 60.0)
+    assert c.routes[0].partial is False
+    assert (c.upstream.retries, c.upstream.retry_budget, c.upstream.retry_budget_min) == (2, 0.2, 10)
 
 
 @pytest.mark.parametrize("text,key,problem", BAD)
@@ -133,7 +163,8 @@ def test_router_matches_routes_and_owners(tmp_path):
 
 
 def _documented_keys() -> set[str]:
-    keys = {f.name for cls in (config.ServerConfig, config.UpstreamConfig, config.Route)
+    keys = {f.name for cls in (config.ServerConfig, config.UpstreamConfig, config.Route,
+                               config.HealthConfig, config.OutlierConfig)
             for f in dataclasses.fields(cls)} - {"params", "key"}
     keys |= {"urls", "secret_env", "secret_file"}
     return keys

@@ -137,7 +137,7 @@ def test_scatter_streams_items_as_they_arrive_and_closes_with_meta():
     assert doc["meta"]["shards"] == {
         "total": 2, "succeeded": 1,
         "failed": [{"shard": "b", "error": "idle_timeout", "message": "no body data for 1 s",
-                    "status": None, "items_delivered": 0}],
+                    "status": None, "attempts": 1, "items_delivered": 0}],
     }
     assert sc.closed and sc.take() == b""
 

@@ -267,4 +267,9 @@ class GatewayAnswerTests(GatewayTestCase):
     @defer.inlineCallbacks
     def test_healthz(self):
         r = yield self.fetch(self.base + "/healthz")
-        self.assertEqual((r.code, r.json()), (200, {"status": "ok"}))
+        self.assertEqual(r.code, 200)
+        doc = r.json()
+        self.assertEqual(doc["status"], "ok")
+        self.assertEqual(sorted(doc["shards"]), sorted(s.name for s in self.service.config.shards))
+        for replicas in doc["shards"].values():
+            self.assertEqual([(r["replica"], r["state"]) for r in replicas], [(0, "healthy")])

@@ -1,0 +1,233 @@
+"""Requests to a shard, across its replicas: pick one, retry on another, eject.
+
+A :class:`BalancedCall` looks to its caller like one
+:class:`~shardstream.upstream.ShardCall` (same sink events, same ``pause``,
+``resume``, ``cancel``), but it may make several attempts. An attempt that
+fails before its response was handed to the caller (refused, reset, a
+timeout before the headers, or 502/503/504) is retried on another replica,
+when the method is idempotent (GET, HEAD, OPTIONS), the request's retries
+and the gateway's retry budget allow it, and the request's total deadline
+has time left. A write is retried only when its attempt never connected,
+so it cannot have reached the shard. Once the caller has the response
+headers, the shard is committed: what happens next is the caller's to report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.web.http_headers import Headers
+
+from .config import Config
+from .errors import ShardError
+from .replicas import Replica, ReplicaSet, RetryBudget
+from .upstream import UpstreamClient
+
+log = Logger(namespace="shardstream")
+
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+UNSENT = frozenset({"connect_refused", "connect_timeout", "connect_error"})
+BEFORE_HEADERS = UNSENT | {"no_response", "first_byte_timeout", "request_failed"}
+RETRY_STATUSES = frozenset({502, 503, 504})
+# What says a replica is unwell (outlier detection); a 4xx or bad JSON is the
+# application's answer, not the replica's health.
+REPLICA_FAULTS = BEFORE_HEADERS | {"idle_timeout", "total_timeout", "truncated"}
+
+
+class Balancer:
+    """The replicas of every shard, their health, and the retry budget."""
+
+    def __init__(self, reactor: Any, client: UpstreamClient, config: Config,
+                 previous: "Balancer | None" = None) -> None:
+        self.reactor = reactor
+        self.client = client
+        self.config = config
+        self.sets = {s.name: ReplicaSet(s.name, s.urls, config.outlier) for s in config.shards}
+        up = config.upstream
+        self.budget = RetryBudget(up.retry_budget, up.retry_budget_min)
+        if previous is not None:
+            self._carry_over(previous)
+
+    def _carry_over(self, previous: "Balancer") -> None:
+        """A reload keeps what is known about replicas that stay."""
+        for name, rs in self.sets.items():
+            old = previous.sets.get(name)
+            if old is None:
+                continue
+            known = {r.url: r for r in old.replicas}
+            for r in rs.replicas:
+                o = known.get(r.url)
+                if o is not None:
+                    r.failures, r.ejections, r.ejected_until = o.failures, o.ejections, o.ejected_until
+                    r.checked_up, r.streak = o.checked_up, o.streak
+        if previous.config.upstream == self.config.upstream:
+            self.budget = previous.budget
+
+    def call(self, shard: str, method: bytes, target: bytes, headers: Headers, body: Any,
+             sink: Any, body_sent: Any = None, relay: bool = False) -> "BalancedCall":
+        """Send ``method target`` (path and query) to a replica of ``shard``."""
+        call = BalancedCall(self, self.sets[shard], method, target, headers, body, sink,
+                            body_sent, relay)
+        call.start()
+        return call
+
+    def status(self) -> dict[str, Any]:
+        """Every replica's state, for /healthz."""
+        now = self.reactor.seconds()
+        return {name: [{"replica": r.index, "state": r.state(now), "in_flight": r.in_flight}
+                       for r in rs.replicas]
+                for name, rs in self.sets.items()}
+
+
+class BalancedCall:
+    def __init__(self, balancer: Balancer, replicas: ReplicaSet, method: bytes, target: bytes,
+                 headers: Headers, body: Any, sink: Any, body_sent: Any, relay: bool) -> None:
+        self.balancer = balancer
+        self.replicas = replicas
+        self.method, self.target, self.headers, self.body = method, target, headers, body
+        self.sink = sink
+        self.body_sent = body_sent
+        self.relay = relay
+        self.done = False
+        self.paused = False
+        self.responded = False
+        self.attempts = 0
+        self.replica: Replica | None = None  # of the current attempt
+        self.current: Any = None  # the current attempt's ShardCall
+        self._tried: list[Replica] = []
+        self._deadline = 0.0
+        self._pending: Any = None  # a failure reported on the next reactor turn
+
+    # -- the caller's side: the same as a ShardCall ------------------------------
+
+    def start(self) -> None:
+        now = self.balancer.reactor.seconds()
+        self._deadline = now + self.balancer.config.upstream.total_timeout
+        self.balancer.budget.request(now)
+        if not self._attempt(now):
+            # A sink never hears from its call before call() has returned.
+            error = ShardError("no_healthy_replica", self.replicas.unavailable_reason(now))
+            self._pending = self.balancer.reactor.callLater(0, self._report, error)
+
+    def pause(self) -> None:
+        self.paused = True
+        if self.current is not None:
+            self.current.pause()
+
+    def resume(self) -> None:
+        self.paused = False
+        if self.current is not None:
+            self.current.resume()
+
+    def cancel(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        self._release()
+        if self.current is not None:
+            self.current.cancel()
+
+    # -- the attempt's sink ----------------------------------------------------------
+
+    def response(self, response: Any) -> bool:
+        if self.done:
+            return False
+        now = self.balancer.reactor.seconds()
+        code = response.code
+        if code >= 500:
+            self._replica_failed(now)
+        else:
+            self.replicas.succeeded(self.replica)
+        if code in RETRY_STATUSES and self.method in IDEMPOTENT and self._retry(now):
+            return False  # this attempt's body is dropped; the next one is under way
+        self.responded = True
+        keep = self.sink.response(response)
+        if not keep and not self.done:
+            self.done = True
+            self._release()
+        return keep
+
+    def data(self, data: bytes) -> bool:
+        return not self.done and self.sink.data(data)
+
+    def end(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self._release()
+        self.sink.end()
+
+    def failed(self, error: ShardError) -> None:
+        if self.done:
+            return
+        now = self.balancer.reactor.seconds()
+        if error.code in REPLICA_FAULTS:
+            self._replica_failed(now)
+        if not self.responded and self._retryable(error) and self._retry(now):
+            return
+        self._report(error)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _attempt(self, now: float) -> bool:
+        replica = self.replicas.pick(now, self._tried)
+        if replica is None:
+            return False
+        self._start(replica, now)
+        return True
+
+    def _start(self, replica: Replica, now: float) -> None:
+        self._release()
+        self.replica = replica
+        replica.in_flight += 1
+        self._tried.append(replica)
+        self.attempts += 1
+        url = replica.url.encode() + self.target
+        self.current = self.balancer.client.call(
+            self.method, url, self.headers, self.body, self, body_sent=self.body_sent,
+            relay=self.relay, total_timeout=self._deadline - now,
+        )
+        if self.paused:
+            self.current.pause()
+
+    def _retryable(self, error: ShardError) -> bool:
+        if self.method in IDEMPOTENT and self.body is None:
+            return error.code in BEFORE_HEADERS
+        return error.code in UNSENT  # the request never left: its body was not read either
+
+    def _retry(self, now: float) -> bool:
+        """Start another attempt if this request may have one; False if not."""
+        if self.attempts > self.balancer.config.upstream.retries or now >= self._deadline:
+            return False
+        replica = self.replicas.pick(now, self._tried)
+        if replica is None or not self.balancer.budget.try_retry(now):
+            return False
+        self._start(replica, now)
+        return True
+
+    def _replica_failed(self, now: float) -> None:
+        replica = self.replica
+        ejected = self.replicas.failed(replica, now)
+        if ejected is not None:
+            log.warn("shard {shard} replica {index} ({url}) ejected for {seconds:g} s after "
+                     "{n} failures in a row", shard=replica.shard, index=replica.index,
+                     url=replica.url, seconds=ejected, n=replica.failures)
+
+    def _release(self) -> None:
+        if self.replica is not None:
+            self.replica.in_flight -= 1
+            self.replica = None
+
+    def _report(self, error: ShardError) -> None:
+        self._pending = None
+        if self.done:
+            return
+        self.done = True
+        self._release()
+        if self.attempts > 1:
+            error = dataclasses.replace(error, attempts=self.attempts)
+        self.sink.failed(error)
