@@ -37,6 +37,8 @@ class ServerConfig:
     access_log: bool = True
     workers: int | str = 1  # a count, or "auto": one per core
     drain_timeout: float = 10.0
+    write_buffer: int = 64 * 1024  # bytes queued for a slow client before its shards pause
+    merge_queue: int = 128  # items queued per shard in a sorted merge before it pauses
 
 
 @dataclass(frozen=True)
@@ -327,9 +329,12 @@ def _server(t: _Table) -> ServerConfig:
         t.fail("workers", "several workers share a tcp: or systemd: listening socket; "
                "put TLS in front (the load balancer) or use one worker")
     drain_timeout = t.number("drain_timeout", ServerConfig.drain_timeout)
+    write_buffer = t.number("write_buffer", ServerConfig.write_buffer, integer=True)
+    merge_queue = t.number("merge_queue", ServerConfig.merge_queue, integer=True)
     t.done()
     return ServerConfig(listen=listen, max_body=max_body, access_log=access_log, workers=workers,
-                        drain_timeout=drain_timeout)
+                        drain_timeout=drain_timeout, write_buffer=write_buffer,
+                        merge_queue=merge_queue)
 
 
 _SYSTEMD = re.compile(r"^systemd:domain=(INET6?|UNIX):(index=[0-9]+|name=[^:]+)$")

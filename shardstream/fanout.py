@@ -22,8 +22,6 @@ from .headers import upstream_request_headers
 from .merge import InterleavedMerge, OrderedMerge, sort_key
 from .scatter import Scatter
 
-QUEUE_BOUND = 128  # items queued per shard in an ordered merge before its transport is paused
-
 
 class _ShardSink:
     """Tags one shard call's events with the shard's index."""
@@ -79,6 +77,7 @@ class ScatterResponse:
             cursor=lambda positions: paging.encode_cursor(route, query, positions, secret),
         )
         self.ordered = query.sort is not None
+        self.queue_bound = config.server.merge_queue  # per shard, sorted merge only
         self.strict = not (route.partial if query.partial is None else query.partial)
         self.reactor = gateway.client.reactor
         self._pending: Any = None  # the flush scheduled for the end of this reactor turn
@@ -123,7 +122,7 @@ class ScatterResponse:
         if not ok or scatter.limit_reached:
             self._sync()
         else:
-            if self.ordered and scatter.merge.queued(shard) >= QUEUE_BOUND:
+            if self.ordered and scatter.merge.queued(shard) >= self.queue_bound:
                 self.calls[shard].pause()
             if not self.committed and scatter.ready():
                 self._flush()  # the first item goes out now: time to first item is what counts
@@ -142,7 +141,7 @@ class ScatterResponse:
         if self.ordered and not self.client_paused:  # the merge drained: queues may have room
             queued = self.scatter.merge.queued
             for i, call in enumerate(self.calls):
-                if call.paused and not call.done and queued(i) < QUEUE_BOUND:
+                if call.paused and not call.done and queued(i) < self.queue_bound:
                     call.resume()
 
     def _end(self, shard: int) -> None:
@@ -167,7 +166,7 @@ class ScatterResponse:
             if not scatter.is_open(i):
                 call.cancel()  # failed in the scatter (e.g. malformed JSON)
             elif self.client_paused or (
-                self.ordered and not scatter.limit_reached and queued(i) >= QUEUE_BOUND
+                self.ordered and not scatter.limit_reached and queued(i) >= self.queue_bound
             ):
                 call.pause()  # past the limit a shard is read only briefly: never hold it
             else:

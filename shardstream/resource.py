@@ -170,6 +170,11 @@ class _Channel(http.HTTPChannel):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.site.channels.add(self)
+        gateway = getattr(self.site.resource, "gateway", None)
+        if gateway is not None and hasattr(self.transport, "bufferSize"):
+            # Bytes Twisted queues for this client before it pauses our producer
+            # (and so the shards): the per-response memory bound for slow readers.
+            self.transport.bufferSize = gateway.config.server.write_buffer
 
     def connectionLost(self, reason: Any) -> None:
         self.site.channels.discard(self)

@@ -286,8 +286,12 @@ class StreamFaults(FaultTestCase):
         self.shard("a", items("a", 100_000, pad="x" * 100))  # ~30 MB in all: more than
         self.shard("b", items("b", 100_000, pad="x" * 100))  # the socket buffers hold
         # (the simulated shards encode their whole list first, in this process)
-        yield self.start(upstream={"first_byte_timeout": 10.0, "idle_timeout": 5.0})
+        yield self.start(upstream={"first_byte_timeout": 10.0, "idle_timeout": 5.0},
+                         server={"write_buffer": 32768, "merge_queue": 16})
         client = yield raw_connect(self.service.address.port)
+        yield self.wait_for(lambda: self.service.site.channels, what="the connection")
+        for channel in self.service.site.channels:
+            self.assertEqual(channel.transport.bufferSize, 32768)
         client.transport.pauseProducing()
         client.transport.write(GET % b"/v3/events")
         yield task.deferLater(reactor, 0.5, lambda: None)  # the buffers on the way fill up
@@ -359,6 +363,41 @@ class ReloadDuringStream(FaultTestCase):
         self.check_document(r.json(), ["a"], {})
         r = yield self.fetch(base + "/v3/events")
         self.check_document(r.json(), ["a"], {})
+        yield self.no_leaks()
+
+
+class StopDuringStream(FaultTestCase):
+    """What SIGTERM does (GatewayService.stopService), in the middle of a stream."""
+
+    @defer.inlineCallbacks
+    def test_in_flight_stream_finishes_within_the_drain_deadline(self):
+        self.shard("a", items("a", 300), drip=0.002)
+        self.shard("b", items("b", 300), drip=0.002)
+        base = yield self.start(server={"drain_timeout": 10.0})
+        first = self.fetch(base + "/v3/events")
+        yield self.wait_for(lambda: all(s.bytes_sent for s in self.sims.values()),
+                            what="both shards to stream")
+        stopped = self.service.stopService()
+        with self.assertRaises(Exception):  # no longer accepting
+            yield self.fetch(base + "/healthz")
+        r = yield first
+        self.check_document(r.json(), ["a", "b"], {})
+        yield stopped
+        yield self.no_leaks()
+
+    @defer.inlineCallbacks
+    def test_a_stream_past_the_drain_deadline_is_aborted(self):
+        self.shard("a", items("a", 2000), drip=0.005)  # 10 s of items
+        yield self.start(server={"drain_timeout": 0.5})
+        client = yield raw_connect(self.service.address.port)
+        client.transport.write(GET % b"/v3/events")
+        yield client.got_data
+        yield self.service.stopService()
+        yield client.closed
+        content, terminated = dechunk(client.received.partition(b"\r\n\r\n")[2])
+        self.assertFalse(terminated)
+        self.assertTrue(content.startswith(b'{"data":[{'))
+        yield self.wait_for(lambda: self.sims["a"].lost == 1, what="the shard request cancelled")
         yield self.no_leaks()
 
 
