@@ -31,9 +31,10 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 UNSENT = frozenset({"connect_refused", "connect_timeout", "connect_error"})
 BEFORE_HEADERS = UNSENT | {"no_response", "first_byte_timeout", "request_failed"}
 RETRY_STATUSES = frozenset({502, 503, 504})
-# What says a replica is unwell (outlier detection); a 4xx or bad JSON is the
-# application's answer, not the replica's health.
-REPLICA_FAULTS = BEFORE_HEADERS | {"idle_timeout", "total_timeout", "truncated"}
+# What says a replica is unwell (outlier detection). Not a 4xx or bad JSON
+# (the application's answer), and nothing a client can cause: an upload it
+# broke off (request_failed) or a total_timeout spent reading slowly.
+REPLICA_FAULTS = UNSENT | {"no_response", "first_byte_timeout", "idle_timeout", "truncated"}
 
 
 class Balancer:
@@ -46,7 +47,10 @@ class Balancer:
         self.config = config
         self.sets = {s.name: ReplicaSet(s.name, s.urls, config.outlier) for s in config.shards}
         up = config.upstream
-        self.budget = RetryBudget(up.retry_budget, up.retry_budget_min)
+        # One budget per shard (Envoy's is per cluster): a shard that is down
+        # everywhere cannot spend the retries another shard's failover needs.
+        self.budgets = {s.name: RetryBudget(up.retry_budget, up.retry_budget_min)
+                        for s in config.shards}
         if previous is not None:
             self._carry_over(previous)
 
@@ -63,13 +67,15 @@ class Balancer:
                     r.failures, r.ejections, r.ejected_until = o.failures, o.ejections, o.ejected_until
                     r.checked_up, r.streak = o.checked_up, o.streak
         if previous.config.upstream == self.config.upstream:
-            self.budget = previous.budget
+            for name in self.budgets:
+                if name in previous.budgets:
+                    self.budgets[name] = previous.budgets[name]
 
     def call(self, shard: str, method: bytes, target: bytes, headers: Headers, body: Any,
              sink: Any, body_sent: Any = None, relay: bool = False) -> "BalancedCall":
         """Send ``method target`` (path and query) to a replica of ``shard``."""
-        call = BalancedCall(self, self.sets[shard], method, target, headers, body, sink,
-                            body_sent, relay)
+        call = BalancedCall(self, self.sets[shard], self.budgets[shard], method, target,
+                            headers, body, sink, body_sent, relay)
         call.start()
         return call
 
@@ -82,10 +88,12 @@ class Balancer:
 
 
 class BalancedCall:
-    def __init__(self, balancer: Balancer, replicas: ReplicaSet, method: bytes, target: bytes,
-                 headers: Headers, body: Any, sink: Any, body_sent: Any, relay: bool) -> None:
+    def __init__(self, balancer: Balancer, replicas: ReplicaSet, budget: RetryBudget,
+                 method: bytes, target: bytes, headers: Headers, body: Any, sink: Any,
+                 body_sent: Any, relay: bool) -> None:
         self.balancer = balancer
         self.replicas = replicas
+        self.budget = budget
         self.method, self.target, self.headers, self.body = method, target, headers, body
         self.sink = sink
         self.body_sent = body_sent
@@ -105,7 +113,7 @@ class BalancedCall:
     def start(self) -> None:
         now = self.balancer.reactor.seconds()
         self._deadline = now + self.balancer.config.upstream.total_timeout
-        self.balancer.budget.request(now)
+        self.budget.request(now)
         if not self._attempt(now):
             # A sink never hears from its call before call() has returned.
             error = ShardError("no_healthy_replica", self.replicas.unavailable_reason(now))
@@ -142,7 +150,8 @@ class BalancedCall:
             self._replica_failed(now)
         else:
             self.replicas.succeeded(self.replica)
-        if code in RETRY_STATUSES and self.method in IDEMPOTENT and self._retry(now):
+        if (code in RETRY_STATUSES and self.method in IDEMPOTENT and self.body is None
+                and self._retry(now)):
             return False  # this attempt's body is dropped; the next one is under way
         self.responded = True
         keep = self.sink.response(response)
@@ -204,7 +213,7 @@ class BalancedCall:
         if self.attempts > self.balancer.config.upstream.retries or now >= self._deadline:
             return False
         replica = self.replicas.pick(now, self._tried)
-        if replica is None or not self.balancer.budget.try_retry(now):
+        if replica is None or not self.budget.try_retry(now):
             return False
         self._start(replica, now)
         return True

@@ -81,6 +81,7 @@ class ScatterResponse:
         self.strict = not (route.partial if query.partial is None else query.partial)
         self.reactor = gateway.client.reactor
         self._pending: Any = None  # the flush scheduled for the end of this reactor turn
+        self._strict_call: Any = None  # partial=false: the error answer, at the end of the turn
         self.calls: list[Any] = []
         self.gone = False
         self.client_paused = False
@@ -110,7 +111,8 @@ class ScatterResponse:
             return True
         self.scatter.fail(
             shard,
-            ShardError("status", f"the shard answered {response.code}", status=response.code),
+            ShardError("status", f"the shard answered {response.code}", status=response.code,
+                       attempts=self.calls[shard].attempts),
         )
         self._sync()
         return False
@@ -183,7 +185,12 @@ class ScatterResponse:
             return
         scatter, request = self.scatter, self.request
         if self.strict and scatter.failures:
-            self._strict_failure()
+            if self.committed:
+                self._strict_failure()
+            elif self._strict_call is None:
+                # Answer at the end of this reactor turn, so that shards failing
+                # together (one deadline) are all named.
+                self._strict_call = self.reactor.callLater(0, self._strict_failure)
             return
         if not self.committed:
             if not scatter.ready():
@@ -206,6 +213,9 @@ class ScatterResponse:
         """partial=false: a shard failed, so this response must not look complete.
         Before the first byte that is a 502/504 naming the failures; after it,
         the connection is aborted (no terminating chunk, no closing bracket)."""
+        self._strict_call = None
+        if self.gone or self.finished:
+            return
         for call in self.calls:
             call.cancel()
         if self.committed:
@@ -248,8 +258,9 @@ class ScatterResponse:
         if self.gone or self.finished:
             return
         self.gone = True
-        if self._pending is not None:
-            self._pending.cancel()
-            self._pending = None
+        for pending in (self._pending, self._strict_call):
+            if pending is not None and pending.active():
+                pending.cancel()
+        self._pending = self._strict_call = None
         for call in self.calls:
             call.cancel()

@@ -98,7 +98,7 @@ class FindResponse:
             self.not_found.append(c.shard)
         else:
             self.errors[c.shard] = ShardError("status", f"the shard answered {response.code}",
-                                              status=response.code)
+                                              status=response.code, attempts=c.call.attempts)
         self._settle()
         return False
 

@@ -110,8 +110,8 @@ class ReplicaSet:
             if not r.checked_up:
                 parts.append(f"replica {r.index} fails its health checks")
             elif now < r.ejected_until:
-                parts.append(f"replica {r.index} is ejected for {r.ejected_until - now:.1f} s "
-                             f"after {r.failures} failures in a row")
+                parts.append(f"replica {r.index} is ejected for another "
+                             f"{r.ejected_until - now:.1f} s after failed requests")
         return "no healthy replica: " + "; ".join(parts)
 
 

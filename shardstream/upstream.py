@@ -13,7 +13,7 @@ from typing import Any, Protocol as TypingProtocol
 
 from OpenSSL.SSL import Error as SSLError
 from twisted.internet import error as ierror
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.protocol import Protocol
@@ -28,6 +28,7 @@ from twisted.web.client import (
     ResponseFailed,
     ResponseNeverReceived,
     _HTTP11ClientFactory,
+    _RetryingHTTP11ClientProtocol,
 )
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
@@ -54,6 +55,47 @@ class Sink(TypingProtocol):
 
 class _QuietFactory(_HTTP11ClientFactory):
     noisy = False  # one log line per pooled connection is noise at gateway rates
+
+
+_READS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+
+
+class _ReadsRetry(_RetryingHTTP11ClientProtocol):
+    """Twisted resends a request that met a pooled connection the shard had
+    just closed, for every method HTTP calls idempotent. DELETE is one, but
+    the gateway promises never to send a write twice: only reads are resent."""
+
+    def _shouldRetry(self, method: bytes, exception: Exception, body: Any) -> bool:
+        return method in _READS and super()._shouldRetry(method, exception, body)
+
+
+class _Pool(HTTPConnectionPool):
+    """Twisted's pool, changed so that a write reaches a shard at most once.
+
+    A response dropped at its headers closes its connection; when the rest of
+    it was already buffered, Twisted's parser still completes it and would
+    pool the closing connection, and the next request would be written to it
+    and lost (then resent, or reported failed although the shard did it).
+    Such a connection is not pooled. And only reads are resent automatically.
+    """
+
+    retryAutomatically = False  # getConnection below wraps what it takes from the pool
+
+    def getConnection(self, key: Any, endpoint: Any) -> Deferred:
+        connections = self._connections.get(key)
+        while connections:
+            connection = connections.pop(0)
+            self._timeouts.pop(connection).cancel()
+            if connection.state == "QUIESCENT":
+                return succeed(_ReadsRetry(connection,
+                                           lambda: self._newConnection(key, endpoint)))
+        return self._newConnection(key, endpoint)
+
+    def _putConnection(self, key: Any, connection: Any) -> None:
+        transport = connection.transport
+        if transport is None or transport.disconnecting or getattr(transport, "_aborting", False):
+            return  # closing: it goes nowhere
+        super()._putConnection(key, connection)
 
 
 @implementer(IAgentEndpointFactory)
@@ -106,7 +148,7 @@ class UpstreamClient:
     def __init__(self, reactor: Any, config: UpstreamConfig) -> None:
         self.reactor = reactor
         self.config = config
-        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool = _Pool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = config.max_idle_connections
         self.pool._factory = _QuietFactory
         self.agent = Agent.usingEndpointFactory(

@@ -14,6 +14,8 @@ from typing import Any
 
 from twisted.internet import defer, reactor, task
 
+from shardstream.resource import TrackingSite
+from shardstream.shardsim import ShardSim
 from support import GatewayTestCase, RawShardFactory, free_port, items, raw_connect
 
 N = 60  # items per shard; faults mid-body strike after N // 2
@@ -401,8 +403,99 @@ class StopDuringStream(FaultTestCase):
         yield self.no_leaks()
 
 
+class _ListsFailWritesWork(ShardSim):
+    """A shard whose list answers 503 (with a body) while writes succeed: what
+    made dropped responses leave closing connections in the pool."""
+
+    def render(self, request: Any) -> Any:
+        if request.method == b"GET":
+            self.requests.append({"method": "GET", "uri": request.uri.decode()})
+            request.setResponseCode(503)
+            return b'{"error":{"code":"busy","message":"' + b"x" * 2000 + b'"}}'
+        self.requests.append({"method": request.method.decode(), "uri": request.uri.decode()})
+        request.setResponseCode(204)
+        return b""
+
+
 class ReplicaFaults(FaultTestCase):
     """Replicas: failover, retries within their budget, ejection, health checks."""
+
+    @defer.inlineCallbacks
+    def test_writes_reach_a_shard_once_under_concurrent_dropped_responses(self):
+        sim = _ListsFailWritesWork("a", [])
+        site = TrackingSite(sim, quiet=True)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self._sites.append(site)
+        url = f"http://127.0.0.1:{port.getHost().port}"
+        base = yield self.start(
+            shards={"a": url}, upstream={"retries": 0}, outlier={"consecutive_failures": 1000},
+            routes=self.scatter_route() + [{"path": "/v3/events/{id}", "mode": "route",
+                                            "global_id": "id"}])
+        n = 0
+        for _ in range(5):
+            batch = [self.fetch(base + "/v3/events") for _ in range(20)]
+            for _ in range(20):
+                n += 1
+                batch.append(self.fetch(base + f"/v3/events/a~i{n}", method="DELETE"))
+            results = yield defer.gatherResults(batch)
+            self.assertEqual({r.code for r in results[:20]}, {502})  # the only shard said 503
+            self.assertEqual({r.code for r in results[20:]}, {204},
+                             [r.body for r in results[20:] if r.code != 204][:3])
+        deletes = [q["uri"] for q in sim.requests if q["method"] == "DELETE"]
+        self.assertEqual(sorted(deletes), sorted(f"/v3/events/{i}" for i in range(1, n + 1)))
+        gets = [q for q in sim.requests if q["method"] == "GET"]
+        self.assertEqual(len(gets), 100)  # retries = 0: one attempt each, nothing resent
+        yield self.no_leaks()
+
+    @defer.inlineCallbacks
+    def test_retries_stay_within_the_limit_and_meta_counts_them(self):
+        for name in ("r1", "r2", "r3"):
+            self.shard(name, items("a", 3), fail="status", fail_status=503)
+        base = yield self.start(shards={"a": [self.urls[n] for n in ("r1", "r2", "r3")]},
+                                upstream={"retries": 2, "retry_budget_min": 100},
+                                outlier={"consecutive_failures": 1000})
+        results = yield defer.gatherResults([self.fetch(base + "/v3/events") for _ in range(30)])
+        for r in results:
+            failed = r.json()["error"]["meta"]["shards"]["failed"]
+            self.assertEqual([(f["error"], f["status"], f["attempts"]) for f in failed],
+                             [("status", 503, 3)])
+        self.assertEqual(sum(len(self.sims[n].requests) for n in ("r1", "r2", "r3")), 90)
+        yield self.no_leaks()
+
+    @defer.inlineCallbacks
+    def test_a_read_with_a_body_is_not_retried_and_ejects_no_healthy_replica(self):
+        self.shard("r503", items("a", 3), fail="status", fail_status=503)
+        self.shard("good", items("a", 3))
+        base = yield self.start(
+            shards={"a": [self.urls["r503"], self.urls["good"]]},
+            outlier={"consecutive_failures": 2},
+            routes=[{"path": "/v3/vendors/{vendor_id}/events", "mode": "route",
+                     "shard_key": "vendor_id"}], shard_map={"vendor_id": {"v1": "a"}})
+        codes = []
+        for _ in range(6):
+            r = yield self.fetch(base + "/v3/vendors/v1/events", body=b'{"q": 1}',
+                                 headers={"content-type": "application/json"})
+            codes.append(r.code)
+        self.assertLessEqual(set(codes), {200, 503})  # the shard's answers, never a 502
+        self.assertIn(200, codes)
+        self.assertEqual(self.service.gateway.balancer.sets["a"].replicas[1].failures, 0)
+        state = yield self.healthz(base)
+        self.assertEqual(state["a"][1], "healthy")
+        yield self.no_leaks()
+
+    @defer.inlineCallbacks
+    def test_strict_names_the_shards_that_failed_together(self):
+        self.shard("a", items("a", N))
+        for name in ("h1", "h2"):
+            self.shard(name, items(name, N), fail="hang")
+        base = yield self.start(upstream={"first_byte_timeout": 0.3})
+        r = yield self.fetch(base + "/v3/events?sort=id&partial=false")
+        self.assertEqual(r.code, 504)
+        failed = r.json()["error"]["meta"]["shards"]["failed"]
+        self.assertEqual([(f["shard"], f["error"]) for f in failed],
+                         [("h1", "first_byte_timeout"), ("h2", "first_byte_timeout")])
+        yield self.no_leaks()
 
     @defer.inlineCallbacks
     def healthz(self, base: str) -> Any:

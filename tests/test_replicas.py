@@ -52,7 +52,7 @@ def test_no_available_replica_says_why():
     assert rs.checked(rs.replicas[1], False, health)
     assert rs.pick(10.5) is None
     reason = rs.unavailable_reason(10.5)
-    assert "replica 0 is ejected for 1.5 s" in reason
+    assert "replica 0 is ejected for another 1.5 s" in reason
     assert "replica 1 fails its health checks" in reason
 
 

@@ -1,9 +1,14 @@
-"""ShardCall deadlines and pausing, driven by a fake clock (no network)."""
+"""ShardCall deadlines and pausing, driven by a fake clock; the connection pool's
+guarantees for writes, over real loopback connections."""
 
 from __future__ import annotations
 
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.trial import unittest
+from twisted.web.http_headers import Headers
 
 from shardstream.config import UpstreamConfig
 from shardstream.upstream import ShardCall, UpstreamClient
@@ -134,3 +139,95 @@ class ShardCallTests(unittest.TestCase):
         self.assertEqual(self.sink.events[-1], ("failed", "internal_error"))
         self.assertTrue(response.transport.stopped)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class _Recorder:
+    """A sink that drops responses with status >= 500 at their headers."""
+
+    def __init__(self, on_drop=None):
+        self.result = Deferred()
+        self.on_drop = on_drop
+
+    def response(self, response):
+        self.code = response.code
+        if response.code >= 500:
+            if self.on_drop:
+                self.on_drop()
+            reactor.callLater(0, self.result.callback, ("dropped", response.code))
+            return False
+        return True
+
+    def data(self, data):
+        return True
+
+    def end(self):
+        self.result.callback(("end", self.code))
+
+    def failed(self, error):
+        self.result.callback(("failed", error.code))
+
+
+class _KeepAliveShard(Protocol):
+    """Answers on a keep-alive connection: GET /503 with a 503 and a body in
+    one segment; the second request on a connection is read, recorded, and the
+    connection reset without an answer (a shard closing an idle connection
+    just as the gateway reuses it)."""
+
+    def connectionMade(self):
+        self.buffer = b""
+        self.count = 0
+
+    def dataReceived(self, data):
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+            method, path = head.split(b" ")[:2]
+            self.factory.seen.append((method, path))
+            self.count += 1
+            if self.count > 1:
+                self.transport.abortConnection()
+                return
+            status, body = (b"503 Busy", b"x" * 3000) if path == b"/503" else (b"200 OK", b"{}")
+            self.transport.write(b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n%s"
+                                 % (status, len(body), body))
+
+
+class PoolTests(unittest.TestCase):
+    """What Twisted's pool must not do to a write (real loopback connections)."""
+
+    def setUp(self):
+        factory = Factory.forProtocol(_KeepAliveShard)
+        factory.seen = []
+        self.seen = factory.seen
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.base = b"http://127.0.0.1:%d" % port.getHost().port
+        self.client = UpstreamClient(reactor, UpstreamConfig(first_byte_timeout=2.0))
+        self.addCleanup(self.client.close)
+
+    def call(self, method, path, on_drop=None):
+        sink = _Recorder(on_drop)
+        self.client.call(method, self.base + path, Headers(), None, sink)
+        return sink.result
+
+    @inlineCallbacks
+    def test_a_dropped_response_does_not_put_its_closing_connection_in_the_pool(self):
+        pooled = []
+
+        def look():  # the next turn: what a request starting now would reuse
+            pooled.extend(c for conns in self.client.pool._connections.values() for c in conns)
+
+        result = yield self.call(b"GET", b"/503", on_drop=lambda: reactor.callLater(0, look))
+        self.assertEqual(result, ("dropped", 503))
+        self.assertEqual(pooled, [])
+
+    @inlineCallbacks
+    def test_a_write_on_a_connection_the_shard_closed_is_not_resent(self):
+        self.assertEqual((yield self.call(b"GET", b"/ok")), ("end", 200))  # pooled now
+        result = yield self.call(b"DELETE", b"/item/1")
+        self.assertEqual(result, ("failed", "no_response"))
+        self.assertEqual(self.seen.count((b"DELETE", b"/item/1")), 1)
+        # A read is still resent on a fresh connection (idle connections do get closed).
+        self.assertEqual((yield self.call(b"GET", b"/ok")), ("end", 200))
+        result = yield self.call(b"GET", b"/ok")
+        self.assertEqual(result, ("end", 200))
