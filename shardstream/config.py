@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 MODES = ("scatter", "route", "find")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-SHARD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+SHARD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}\Z")
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 
 
@@ -337,7 +337,7 @@ def _server(t: _Table) -> ServerConfig:
                         merge_queue=merge_queue)
 
 
-_SYSTEMD = re.compile(r"^systemd:domain=(INET6?|UNIX):(index=[0-9]+|name=[^:]+)$")
+_SYSTEMD = re.compile(r"^systemd:domain=(INET6?|UNIX):(index=[0-9]+|name=[^:]+)\Z")
 
 
 def check_endpoint(description: str, fail: Any) -> None:

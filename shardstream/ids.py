@@ -20,9 +20,9 @@ import re
 from typing import Any, Iterable
 
 SEP = "~"
-_RAW = re.compile(r"^[A-Za-z0-9._-]+$")
-_INT = re.compile(r"^-?[0-9]+$")
-_B64 = re.compile(r"^[A-Za-z0-9_-]+$")
+_RAW = re.compile(r"^[A-Za-z0-9._-]+\Z")
+_INT = re.compile(r"^-?[0-9]+\Z")
+_B64 = re.compile(r"^[A-Za-z0-9_-]+\Z")
 
 
 class BadGlobalId(ValueError):

@@ -88,7 +88,7 @@ def _single(args: Mapping[bytes, list[bytes]], name: bytes) -> str | None:
         raise BadListQuery(f"{name.decode()} is not valid UTF-8") from None
 
 
-_DIGITS = re.compile(r"^[0-9]{1,18}$")
+_DIGITS = re.compile(r"^[0-9]{1,18}\Z")
 
 
 def _count(text: str | None, name: str, minimum: int) -> int | None:

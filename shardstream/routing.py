@@ -71,7 +71,7 @@ def _compile(path: str) -> re.Pattern[str]:
     for seg in path.split("/")[1:]:
         m = PARAM.match(seg)
         parts.append(f"(?P<{m.group(1)}>[^/]+)" if m else re.escape(seg))
-    return re.compile("^/" + "/".join(parts) + "$")
+    return re.compile("^/" + "/".join(parts) + r"\Z")
 
 
 def _replace_segment(raw_path: bytes, route: Route, param: str, value: int | str) -> bytes:

@@ -180,3 +180,23 @@ def test_scatter_with_no_items_at_all_is_still_a_document():
     sc.feed(1, b'{"data":[]}')
     sc.end(1)
     assert sc.take() == b'{"meta":{"shards":{"total":2,"succeeded":2,"failed":[]}}}\n'
+
+
+def test_a_trailing_newline_is_never_part_of_a_valid_token():
+    """``$`` matches before a final newline; ids, paths, limits and names must not."""
+    from shardstream import config, ids, paging
+    from shardstream.routing import NotFound, Router
+
+    assert ids.encode("eu", "0\n") != "eu~r0\n" and ids.decode(ids.encode("eu", "0\n")) == ("eu", "0\n")
+    for bad in ("eu~i5\n", "eu~rab\n", "eu~bYWI\n"):
+        with pytest.raises(ids.BadGlobalId):
+            ids.decode(bad)
+    with pytest.raises(paging.BadListQuery):
+        paging._count("5\n", "limit", 1)
+    with pytest.raises(config.ConfigError):
+        config.parse({"shards": {"a\n": {"urls": ["http://127.0.0.1:1"]}},
+                      "routes": [{"path": "/x", "mode": "scatter", "items": "item"}]})
+    router = Router(config.parse({"shards": {"a": {"urls": ["http://127.0.0.1:1"]}},
+                                  "routes": [{"path": "/x", "mode": "scatter", "items": "item"}]}))
+    with pytest.raises(NotFound):
+        router.match("GET", "/x\n")
