@@ -29,12 +29,13 @@ log = Logger(namespace="shardstream")
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 UNSENT = frozenset({"connect_refused", "connect_timeout", "connect_error"})
-BEFORE_HEADERS = UNSENT | {"no_response", "first_byte_timeout", "request_failed"}
+BEFORE_HEADERS = UNSENT | {"tls_error", "no_response", "first_byte_timeout", "request_failed"}
 RETRY_STATUSES = frozenset({502, 503, 504})
 # What says a replica is unwell (outlier detection). Not a 4xx or bad JSON
 # (the application's answer), and nothing a client can cause: an upload it
 # broke off (request_failed) or a total_timeout spent reading slowly.
-REPLICA_FAULTS = UNSENT | {"no_response", "first_byte_timeout", "idle_timeout", "truncated"}
+REPLICA_FAULTS = UNSENT | {"tls_error", "no_response", "first_byte_timeout", "idle_timeout",
+                           "truncated"}
 
 
 class Balancer:
@@ -65,7 +66,8 @@ class Balancer:
                 o = known.get(r.url)
                 if o is not None:
                     r.failures, r.ejections, r.ejected_until = o.failures, o.ejections, o.ejected_until
-                    r.checked_up, r.streak = o.checked_up, o.streak
+                    if self.config.health.path is not None:  # else nothing would bring it back
+                        r.checked_up, r.streak = o.checked_up, o.streak
         if previous.config.upstream == self.config.upstream:
             for name in self.budgets:
                 if name in previous.budgets:
@@ -107,6 +109,7 @@ class BalancedCall:
         self._tried: list[Replica] = []
         self._deadline = 0.0
         self._pending: Any = None  # a failure reported on the next reactor turn
+        self._status = 0  # of the response handed on
 
     # -- the caller's side: the same as a ShardCall ------------------------------
 
@@ -148,16 +151,19 @@ class BalancedCall:
         code = response.code
         if code >= 500:
             self._replica_failed(now)
-        else:
-            self.replicas.succeeded(self.replica)
         if (code in RETRY_STATUSES and self.method in IDEMPOTENT and self.body is None
                 and self._retry(now)):
             return False  # this attempt's body is dropped; the next one is under way
         self.responded = True
+        self._status = code
+        replica = self.replica
         keep = self.sink.response(response)
-        if not keep and not self.done:
-            self.done = True
-            self._release()
+        if not keep:
+            if code < 500:  # a good answer whose body is not wanted (say a 404)
+                self.replicas.succeeded(replica)
+            if not self.done:
+                self.done = True
+                self._release()
         return keep
 
     def data(self, data: bytes) -> bool:
@@ -167,6 +173,10 @@ class BalancedCall:
         if self.done:
             return
         self.done = True
+        if self._status < 500:
+            # A replica is sound when a response ends well, not when its headers
+            # come: one that stalls or cuts its bodies must be ejected too.
+            self.replicas.succeeded(self.replica)
         self._release()
         self.sink.end()
 
@@ -195,13 +205,17 @@ class BalancedCall:
         replica.in_flight += 1
         self._tried.append(replica)
         self.attempts += 1
+        attempt = self.attempts
         url = replica.url.encode() + self.target
-        self.current = self.balancer.client.call(
+        call = self.balancer.client.call(
             self.method, url, self.headers, self.body, self, body_sent=self.body_sent,
             relay=self.relay, total_timeout=self._deadline - now,
         )
+        if self.attempts != attempt or self.done:
+            return  # it ended (or a newer attempt began) inside client.call
+        self.current = call
         if self.paused:
-            self.current.pause()
+            call.pause()
 
     def _retryable(self, error: ShardError) -> bool:
         if self.method in IDEMPOTENT and self.body is None:

@@ -9,6 +9,7 @@ outlier detection and retries: they are the independent opinion.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from twisted.internet.task import LoopingCall
@@ -58,6 +59,7 @@ class HealthChecker:
         self.health = health
         self.reactor = balancer.reactor
         self._loop: LoopingCall | None = None
+        self._first: Any = None
         self._running: dict[int, _Check] = {}  # id(replica) -> its check in flight
 
     def start(self) -> None:
@@ -65,9 +67,13 @@ class HealthChecker:
             return
         self._loop = LoopingCall(self._round)
         self._loop.clock = self.reactor
-        self._loop.start(self.health.interval, now=True)
+        # A random start, so that workers (and gateways) do not check in step.
+        self._first = self.reactor.callLater(random.uniform(0, min(self.health.interval, 1.0)),
+                                             self._loop.start, self.health.interval)
 
     def stop(self) -> None:
+        if self._first is not None and self._first.active():
+            self._first.cancel()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         for check in list(self._running.values()):

@@ -8,6 +8,7 @@ keep the one they started with.
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 from twisted.logger import Logger
@@ -19,7 +20,7 @@ from cachetools import TTLCache
 
 from . import proxy
 from .config import Config, Route
-from .errors import respond_error
+from .errors import error_body, respond_error
 from .fanout import ScatterResponse
 from .find import FindResponse
 from .proxy import Relay
@@ -99,7 +100,19 @@ class GatewayResource(Resource):
         return server.NOT_DONE_YET
 
 
+_BAD_TARGET = re.compile(rb"[^\x21-\x7e]")
+
+
+class BadTarget(RoutingError):
+    status = 400
+    code = "bad_request"
+
+
 def _match(gateway: Gateway, method: bytes, uri: bytes) -> Match:
+    if _BAD_TARGET.search(uri):
+        # twisted.web's server lets these through, its client refuses them
+        raise BadTarget("the request target has bytes HTTP does not allow there "
+                        "(control characters, non-ASCII): percent-encode them")
     return gateway.router.match(method.decode("ascii", "replace"),
                                 uri.split(b"?", 1)[0].decode("latin-1"))
 
@@ -179,6 +192,15 @@ class _Channel(http.HTTPChannel):
     def connectionLost(self, reason: Any) -> None:
         self.site.channels.discard(self)
         super().connectionLost(reason)
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """twisted.web's answer to a request it cannot parse, as our JSON error."""
+        body = error_body("bad_request", "the request is not valid HTTP/1.1 (a malformed "
+                          "request line or header, or bytes outside ASCII in the target)")
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                             % (len(body), body))
+        self.loseConnection()
 
 
 class TrackingSite(server.Site):

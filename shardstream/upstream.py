@@ -92,10 +92,22 @@ class _Pool(HTTPConnectionPool):
         return self._newConnection(key, endpoint)
 
     def _putConnection(self, key: Any, connection: Any) -> None:
-        transport = connection.transport
-        if transport is None or transport.disconnecting or getattr(transport, "_aborting", False):
-            return  # closing: it goes nowhere
+        if _closing(connection.transport):
+            return  # it goes nowhere
         super()._putConnection(key, connection)
+
+
+def _closing(transport: Any) -> bool:
+    """Is this transport, or one it runs over (TLS over TCP), closing?"""
+    for _ in range(4):
+        if transport is None:
+            return True
+        if transport.__dict__.get("disconnecting") or transport.__dict__.get("_aborting"):
+            return True
+        transport = transport.__dict__.get("transport")
+        if transport is None:
+            return False
+    return False
 
 
 @implementer(IAgentEndpointFactory)
@@ -233,6 +245,13 @@ class ShardCall:
         self, method: bytes, url: bytes, headers: Headers, body: Any, body_sent: Any = None,
         relay: bool = False, total_timeout: float | None = None,
     ) -> None:
+        try:
+            d = self.client.agent.request(method, url, headers, body)
+        except Exception as e:  # e.g. a URL Twisted's client refuses: ours, not the shard's
+            self.done = True
+            self.client.reactor.callLater(0, self._guard, self.sink.failed, ShardError(
+                "internal_error", f"the request could not be made ({e.__class__.__name__}: {e})"))
+            return
         total = self.client.config.total_timeout
         self._arm("total_timeout", total if total_timeout is None else total_timeout,
                   "the shard did not finish within {} s", shown=total)
@@ -240,7 +259,6 @@ class ShardCall:
             self._arm_first_byte()
         else:
             body_sent.addCallback(self._body_sent)
-        d = self.client.agent.request(method, url, headers, body)
         self._d = d
         d.addCallbacks(self._on_response, self._on_error)
 
@@ -449,7 +467,9 @@ def classify(failure: Any) -> ShardError:
     if failure.check(ResponseNeverReceived, ResponseFailed):
         reason = _reason(failure)
         if reason.check(SSLError):
-            return ShardError("connect_error", "TLS handshake with the shard failed")
+            # Not "connect_error": the request (and its body) had been handed
+            # to the TLS layer already, so it does not count as never sent.
+            return ShardError("tls_error", "TLS handshake with the shard failed")
         return ShardError("no_response", "the connection closed before a response arrived")
     log.failure("unexpected upstream failure", failure)
     return ShardError("upstream_error", "the request to the shard failed")

@@ -16,7 +16,7 @@ from twisted.internet import defer, reactor, task
 
 from shardstream.resource import TrackingSite
 from shardstream.shardsim import ShardSim
-from support import GatewayTestCase, RawShardFactory, free_port, items, raw_connect
+from support import GatewayTestCase, RawShardFactory, free_port, items, raw_connect, temp_dir
 
 N = 60  # items per shard; faults mid-body strike after N // 2
 UP = {"connect_timeout": 0.5, "first_byte_timeout": 0.5, "idle_timeout": 0.5,
@@ -118,6 +118,10 @@ class FaultTestCase(GatewayTestCase):
         client.closed.addCallback(done.append)
 
         def ended() -> bool:
+            head, sep, body = client.received.partition(b"\r\n\r\n")
+            for line in head.lower().split(b"\r\n"):
+                if sep and line.startswith(b"content-length:"):
+                    return len(body) >= int(line.split(b":")[1])
             return bool(done) or client.received.endswith(b"\r\n0\r\n\r\n")
 
         yield self.wait_for(ended, timeout=10.0, what="the response to end")
@@ -325,7 +329,7 @@ class StreamFaults(FaultTestCase):
 class ReloadDuringStream(FaultTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.config_file = self.mktemp()
+        self.config_file = os.path.join(temp_dir(self), "shardstream.toml")
 
     @defer.inlineCallbacks
     def test_in_flight_stream_finishes_on_the_old_config(self):
@@ -482,6 +486,71 @@ class ReplicaFaults(FaultTestCase):
         self.assertEqual(self.service.gateway.balancer.sets["a"].replicas[1].failures, 0)
         state = yield self.healthz(base)
         self.assertEqual(state["a"][1], "healthy")
+        yield self.no_leaks()
+
+    @defer.inlineCallbacks
+    def test_mid_body_faults_eject_a_replica(self):
+        self.shard("stall", items("a", N), fail="hang_body")
+        self.shard("b", items("b", N))
+        base = yield self.start(shards={"a": [self.urls["stall"]], "b": self.urls["b"]},
+                                upstream={"idle_timeout": 0.2},
+                                outlier={"consecutive_failures": 2, "base_ejection": 30.0})
+        for _ in range(2):  # 200 and half a list, then silence: a replica fault each time
+            r = yield self.fetch(base + "/v3/events")
+            self.check_document(r.json(), ["b"], {"a": "idle_timeout"})
+        r = yield self.fetch(base + "/v3/events")
+        self.check_document(r.json(), ["b"], {"a": "no_healthy_replica"})
+        yield self.no_leaks()
+
+    @defer.inlineCallbacks
+    def test_a_bad_request_target_is_400_and_costs_no_replica_anything(self):
+        self.shard("a", items("a", N))
+        yield self.start(outlier={"consecutive_failures": 1})
+        for target in (b"/v3/events?q=\x7f", b"/v3/events?q=\xc3\xa9"):
+            head, body = yield self.raw_get(target)
+            self.assertTrue(head.startswith(b"HTTP/1.1 400"), head + body)
+            self.assertIn(b'"bad_request"', body, head + body)
+        replica = self.service.gateway.balancer.sets["a"].replicas[0]
+        self.assertEqual((replica.in_flight, replica.failures, self.sims["a"].requests), (0, 0, []))
+        r = yield self.fetch(f"http://127.0.0.1:{self.service.address.port}/v3/events")
+        self.check_document(r.json(), ["a"], {})
+        yield self.no_leaks()
+
+    @defer.inlineCallbacks
+    def test_strict_with_one_shard_rejecting_is_502_not_its_4xx(self):
+        self.shard("a", items("a", N))
+        self.shard("f", items("f", N), fail="status", fail_status=403)
+        base = yield self.start()
+        r = yield self.fetch(base + "/v3/events?sort=id&partial=false")
+        self.assertEqual((r.code, r.json()["error"]["code"]), (502, "shard_failed"))
+        yield self.no_leaks()
+
+    @defer.inlineCallbacks
+    def test_a_tls_failure_is_retried_for_a_read_but_not_for_a_write(self):
+        from twisted.internet import ssl
+
+        from support import self_signed, temp_dir
+
+        cert_path, key_path = self_signed(temp_dir(self))  # not trusted by the gateway
+        with open(key_path) as k, open(cert_path) as c:
+            cert = ssl.PrivateCertificate.loadPEM(k.read() + c.read())
+        sim = ShardSim("untrusted", items("a", 3))
+        tls_site = TrackingSite(sim, quiet=True)
+        port = reactor.listenSSL(0, tls_site, cert.options(), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self._sites.append(tls_site)
+        self.shard("good", items("a", 3))
+        base = yield self.start(
+            shards={"a": [f"https://127.0.0.1:{port.getHost().port}", self.urls["good"]]},
+            routes=self.scatter_route() + [{"path": "/v3/events/{id}", "mode": "route",
+                                            "global_id": "id"}])
+        r = yield self.fetch(base + "/v3/events")  # starts on the TLS replica: retried
+        self.check_document(r.json(), ["good"], {})
+        yield self.fetch(base + "/v3/events")  # the good one's turn
+        r = yield self.fetch(base + "/v3/events/a~i1", method="PUT", body=b'{"title":"x"}')
+        self.assertEqual(r.json()["error"]["shard_error"], "tls_error")
+        self.assertEqual([q["method"] for q in self.sims["good"].requests], ["GET", "GET"])
+        self.assertEqual(sim.requests, [])
         yield self.no_leaks()
 
     @defer.inlineCallbacks

@@ -250,7 +250,7 @@ class RobustnessTests(GatewayTestCase):
         self.assertEqual((r.code, r.json()["error"]["code"]), (401, "shards_rejected"))
 
     @defer.inlineCallbacks
-    def test_a_failed_tls_handshake_is_a_connect_error(self):
+    def test_a_failed_tls_handshake_is_a_tls_error(self):
         from twisted.internet import reactor
         from twisted.internet.protocol import Factory, Protocol
 
@@ -265,5 +265,5 @@ class RobustnessTests(GatewayTestCase):
         base = self.gateway(shards={"ok": self.urls["ok"],
                                     "tls": f"https://127.0.0.1:{port.getHost().port}"})
         r = yield self.fetch(base + "/v3/events")
-        self.assertEqual(failed(r.json())["tls"]["error"], "connect_error")
+        self.assertEqual(failed(r.json())["tls"]["error"], "tls_error")
         self.flushLoggedErrors()

@@ -195,13 +195,18 @@ class _KeepAliveShard(Protocol):
 class PoolTests(unittest.TestCase):
     """What Twisted's pool must not do to a write (real loopback connections)."""
 
+    scheme = b"http"
+
+    def listen(self, factory):
+        return reactor.listenTCP(0, factory, interface="127.0.0.1")
+
     def setUp(self):
         factory = Factory.forProtocol(_KeepAliveShard)
         factory.seen = []
         self.seen = factory.seen
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        port = self.listen(factory)
         self.addCleanup(port.stopListening)
-        self.base = b"http://127.0.0.1:%d" % port.getHost().port
+        self.base = b"%s://127.0.0.1:%d" % (self.scheme, port.getHost().port)
         self.client = UpstreamClient(reactor, UpstreamConfig(first_byte_timeout=2.0))
         self.addCleanup(self.client.close)
 
@@ -231,3 +236,38 @@ class PoolTests(unittest.TestCase):
         self.assertEqual((yield self.call(b"GET", b"/ok")), ("end", 200))
         result = yield self.call(b"GET", b"/ok")
         self.assertEqual(result, ("end", 200))
+
+
+class TLSPoolTests(PoolTests):
+    """The same over TLS, where the pooled connection's transport is a TLS
+    layer over the TCP one that is closing."""
+
+    scheme = b"https"
+
+    def listen(self, factory):
+        import os
+
+        from twisted.internet import ssl
+
+        from support import self_signed, temp_dir
+
+        cert_path, key_path = self_signed(temp_dir(self))
+        old = os.environ.get("SSL_CERT_FILE")  # trust it, for this test only
+        os.environ["SSL_CERT_FILE"] = cert_path
+        self.addCleanup(lambda: os.environ.__setitem__("SSL_CERT_FILE", old) if old
+                        else os.environ.pop("SSL_CERT_FILE", None))
+        with open(key_path) as k, open(cert_path) as c:
+            cert = ssl.PrivateCertificate.loadPEM(k.read() + c.read())
+        return reactor.listenSSL(0, factory, cert.options(), interface="127.0.0.1")
+
+
+class BadRequestTests(unittest.TestCase):
+    @inlineCallbacks
+    def test_a_url_the_client_refuses_fails_the_call_later_and_leaves_no_timer(self):
+        client = UpstreamClient(reactor, UpstreamConfig())
+        self.addCleanup(client.close)
+        sink = _Recorder()
+        call = client.call(b"GET", b"http://127.0.0.1:1/x?q=\x7f", Headers(), None, sink)
+        self.assertFalse(hasattr(sink, "code"))  # nothing reported inside call()
+        self.assertEqual((yield sink.result), ("failed", "internal_error"))
+        self.assertEqual(call._timers, {})  # trial also fails on a pending DelayedCall
