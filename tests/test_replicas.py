@@ -90,3 +90,25 @@ def test_retry_budget_is_a_share_of_recent_requests():
     assert b.try_retry(10.5)  # second 0's retries left the window
     assert b.try_retry(10.5) and not b.try_retry(10.5)
     assert [b.try_retry(30) for _ in range(3)] == [True, True, False]  # everything expired
+
+
+def test_a_reload_keeps_replica_state_but_not_a_health_verdict_nobody_will_revisit():
+    from twisted.internet.task import Clock
+
+    from shardstream import config
+    from shardstream.balancer import Balancer
+
+    def cfg(health):
+        return config.parse({"shards": {"a": {"urls": ["http://127.0.0.1:1", "http://127.0.0.1:2"]}},
+                             "routes": [{"path": "/x", "mode": "scatter", "items": "item"}],
+                             **({"health": {"path": "/h"}} if health else {})})
+
+    clock = Clock()
+    old = Balancer(clock, None, cfg(health=True))
+    down, ejected = old.sets["a"].replicas
+    down.checked_up = False
+    ejected.failures, ejected.ejected_until = 5, 30.0
+    kept = Balancer(clock, None, cfg(health=True), previous=old).sets["a"].replicas
+    assert [r.state(0) for r in kept] == ["unhealthy", "ejected"]
+    dropped = Balancer(clock, None, cfg(health=False), previous=old).sets["a"].replicas
+    assert [r.state(0) for r in dropped] == ["healthy", "ejected"]  # no checks left to say "up"
