@@ -463,6 +463,8 @@ def classify(failure: Any) -> ShardError:
     if failure.check(ierror.ConnectError):
         return ShardError("connect_error", _reason(failure).getErrorMessage())
     if failure.check(RequestGenerationFailed, RequestTransmissionFailed):
+        if _reason(failure).check(SSLError):
+            return ShardError("tls_error", "TLS handshake with the shard failed")
         return ShardError("request_failed", "the request could not be sent in full")
     if failure.check(ResponseNeverReceived, ResponseFailed):
         reason = _reason(failure)
