@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from . import config as config_mod
 from . import demo, parse
 from .resource import Gateway, TrackingSite, make_site
+from . import upstream
 from .upstream import UpstreamClient
 
 log = Logger(namespace="shardstream")
@@ -118,6 +119,9 @@ class GatewayService(Service):
 
     def startService(self) -> None:
         super().startService()
+        if not upstream.FAST_CHUNKED:
+            log.warn("this Twisted version's chunked decoder is not the one shardstream's "
+                     "faster decoder was written for: using Twisted's own (slower)")
         if parse.BACKEND != parse.FAST_BACKEND:
             log.warn(
                 "ijson is using its slow {backend!r} backend, not {fast!r}: "

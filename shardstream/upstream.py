@@ -35,10 +35,12 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from . import chunked
 from .config import UpstreamConfig
 from .errors import ShardError
 
 log = Logger()
+FAST_CHUNKED = chunked.install()
 
 
 class Sink(TypingProtocol):
