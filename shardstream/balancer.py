@@ -84,7 +84,9 @@ class Balancer:
     def status(self) -> dict[str, Any]:
         """Every replica's state, for /healthz."""
         now = self.reactor.seconds()
-        return {name: [{"replica": r.index, "state": r.state(now), "in_flight": r.in_flight}
+        return {name: [{"replica": r.index, "state": r.state(now), "in_flight": r.in_flight,
+                        "failures": r.failures,
+                        "ejected_for": round(max(r.ejected_until - now, 0.0), 1)}
                        for r in rs.replicas]
                 for name, rs in self.sets.items()}
 

@@ -587,6 +587,10 @@ class ReplicaFaults(FaultTestCase):
         self.assertEqual(len(self.sims["live"].requests), 4)
         state = yield self.healthz(base)
         self.assertEqual(state["a"], ["ejected", "healthy"])
+        r = yield self.fetch(base + "/healthz")
+        dead_replica = r.json()["shards"]["a"][0]
+        self.assertEqual(dead_replica["failures"], 2)
+        self.assertTrue(0 < dead_replica["ejected_for"] <= 30.0)
         yield self.no_leaks()
 
     @defer.inlineCallbacks
