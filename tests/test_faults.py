@@ -143,19 +143,26 @@ FAULTS = {
 }
 
 
-class PartialModeFaults(FaultTestCase):
-    """partial=true (the default): the document always ends well-formed."""
-
-    @defer.inlineCallbacks
-    def run_fault(self, name: str, query: str = "") -> Any:
-        how, code, delivered = FAULTS[name]
+class _FaultMatrix(FaultTestCase):
+    def with_faulty_shard(self, name: str) -> Any:
+        """Healthy shards a and b, shard f with the fault; the gateway."""
+        how = FAULTS[name][0]
         self.shard("a", items("a", N))
         self.shard("b", items("b", N))
         if how.get("url") == "refused":
             self.urls["f"] = f"http://127.0.0.1:{free_port()}"
         else:
             self.shard("f", items("f", N), **how)
-        base = yield self.start()
+        return self.start()
+
+
+class PartialModeFaults(_FaultMatrix):
+    """partial=true (the default): the document always ends well-formed."""
+
+    @defer.inlineCallbacks
+    def run_fault(self, name: str, query: str = "") -> Any:
+        _, code, delivered = FAULTS[name]
+        base = yield self.with_faulty_shard(name)
         r = yield self.fetch(base + "/v3/events" + query)
         self.assertEqual(r.code, 200)
         failed = self.check_document(r.json(), ["a", "b"], {"f": code})
@@ -175,20 +182,14 @@ for _name in FAULTS:
     setattr(PartialModeFaults, f"test_{_name}_sorted", _ordered)
 
 
-class StrictModeFaults(FaultTestCase):
+class StrictModeFaults(_FaultMatrix):
     """partial=false: a failure gives 502/504 before the first byte, and an
     aborted response (no terminating chunk) after it."""
 
     @defer.inlineCallbacks
     def before_first_byte(self, name: str, status: int) -> Any:
-        how, code, _ = FAULTS[name]
-        self.shard("a", items("a", N))
-        self.shard("b", items("b", N))
-        if how.get("url") == "refused":
-            self.urls["f"] = f"http://127.0.0.1:{free_port()}"
-        else:
-            self.shard("f", items("f", N), **how)
-        base = yield self.start()
+        _, code, _ = FAULTS[name]
+        base = yield self.with_faulty_shard(name)
         # Sorted: nothing can leave before every shard has a first item.
         r = yield self.fetch(base + "/v3/events?sort=id&partial=false")
         self.assertEqual(r.code, status)
