@@ -23,15 +23,17 @@ class ShardError:
         return self.code.endswith("timeout")
 
 
-def failure_answer(errors: list[ShardError], timeout_code: str, failed_code: str) -> tuple[int, str]:
-    """Status and code when the shards asked all failed.
+def failure_answer(errors: list[ShardError], timeout_code: str, failed_code: str,
+                   every_shard: bool = True) -> tuple[int, str]:
+    """Status and code for a request that failed because shards did.
 
-    Every one rejected the request with the same 4xx (say 401 for an expired
-    token): that is the client's answer, not a gateway fault. All timed
-    out: 504. Otherwise 502.
+    Every shard rejected the request with the same 4xx (say 401 for an
+    expired token): that is the client's answer, not a gateway fault (only
+    when ``every_shard`` answered: one shard's 404 is not the list's). All
+    timed out: 504. Otherwise 502.
     """
     statuses = {e.status for e in errors}
-    if len(statuses) == 1:
+    if every_shard and len(statuses) == 1:
         (status,) = statuses
         if status is not None and 400 <= status < 500:
             return status, "shards_rejected"

@@ -226,13 +226,8 @@ class ScatterResponse:
         self.finished = True
         self.request.unregisterProducer()
         failures = self.scatter.failures
-        errors = list(failures.values())
-        if len(failures) == len(self.scatter.shards):  # all of them: maybe the same 4xx
-            status, code = failure_answer(errors, "shard_timeout", "shard_failed")
-        elif all(e.is_timeout for e in errors):
-            status, code = 504, "shard_timeout"
-        else:
-            status, code = 502, "shard_failed"
+        status, code = failure_answer(list(failures.values()), "shard_timeout", "shard_failed",
+                                      every_shard=len(failures) == len(self.scatter.shards))
         names = ", ".join(self.scatter.shards[i] for i in sorted(failures))
         respond_error(self.request, status, code,
                       f"shard {names} failed and this request asks for a complete result "
