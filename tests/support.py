@@ -24,6 +24,30 @@ def items(shard: str, n: int, **extra: Any) -> list[dict[str, Any]]:
     return [{"id": i, "shard": shard, "title": f"{shard} item {i}", **extra} for i in range(1, n + 1)]
 
 
+def listen_port() -> int:
+    """A free port for a daemon to listen on, outside the kernel's ephemeral
+    range: one from free_port() may be handed to the daemon's own outgoing or
+    port-0 sockets before it binds it."""
+    import random
+
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(100):
+        port = random.randint(max(1024, low - 12000), low - 1)
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    return free_port()
+
+
 def free_port() -> int:
     """A port nobody listens on (connection refused)."""
     s = socket.socket()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support import free_port
+from support import free_port, listen_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -74,7 +74,7 @@ def test_plugin_is_listed_with_its_options(tmp_path):
 
 
 def test_demo_mode_starts_four_shards_and_answers(tmp_path):
-    port = free_port()
+    port = listen_port()
     proc = twistd(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1")
     try:
         lines = wait_for_line(proc, "try: curl -N")
@@ -100,7 +100,7 @@ def test_demo_mode_starts_four_shards_and_answers(tmp_path):
 
 
 def test_config_error_exits_non_zero_without_listening(tmp_path):
-    port = free_port()
+    port = listen_port()
     (tmp_path / "bad.toml").write_text(
         f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\n'
         '[shards.s1]\nurls = ["http://127.0.0.1:1"]\n'
@@ -130,7 +130,7 @@ def test_busy_port_exits_non_zero(tmp_path):
 
 
 def test_config_mode_sigterm_and_sighup_reload(tmp_path):
-    port = free_port()
+    port = listen_port()
     dead = free_port()
     base = (f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\n'
             f'[shards.s1]\nurls = ["http://127.0.0.1:{dead}"]\n')
@@ -176,7 +176,7 @@ def children(pid: int) -> set[int]:
 
 
 def test_workers_share_the_socket_restart_and_follow_signals(tmp_path):
-    port = free_port()
+    port = listen_port()
     cfg = tmp_path / "gw.toml"
     cfg.write_text(f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\nworkers = 1\n'
                    f'[shards.s1]\nurls = ["http://127.0.0.1:{free_port()}"]\n'
@@ -211,7 +211,7 @@ def test_workers_share_the_socket_restart_and_follow_signals(tmp_path):
 @pytest.mark.skipif(not shutil.which("systemd-socket-activate"),
                     reason="systemd-socket-activate (Debian package systemd) is not installed")
 def test_workers_share_a_socket_passed_by_systemd(tmp_path):
-    port = free_port()
+    port = listen_port()
     cfg = tmp_path / "gw.toml"
     cfg.write_text('[server]\nlisten = "systemd:domain=INET:index=0"\nworkers = 2\n'
                    f'[shards.s1]\nurls = ["http://127.0.0.1:{free_port()}"]\n'
@@ -236,7 +236,7 @@ def test_workers_share_a_socket_passed_by_systemd(tmp_path):
 def test_sigterm_lets_an_in_flight_stream_finish(tmp_path):
     import threading
 
-    port = free_port()
+    port = listen_port()
     proc = twistd(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1")
     wait_for_line(proc, "try: curl -N")
     got = {}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from support import free_port
+from support import listen_port
 from test_daemon import ROOT, env, get, stop, twistd, wait_for_line
 
 pytestmark = pytest.mark.skipif(not shutil.which("haproxy"),
@@ -42,7 +42,7 @@ def gateway_config(port: int, shards: dict[str, str]) -> str:
 def test_instances_behind_haproxy(tmp_path, monkeypatch):
     monkeypatch.setenv("SHARDSTREAM_CURSOR_SECRET", "shared-secret-for-all-instances")
     shards_proc, shards = start_shards(tmp_path)
-    gw_ports = [free_port(), free_port()]
+    gw_ports = [listen_port(), listen_port()]
     gateways = []
     haproxy = None
     try:
@@ -63,7 +63,7 @@ def test_instances_behind_haproxy(tmp_path, monkeypatch):
         both = [e["starts_at"] for e in first["data"] + second["data"]]
         assert both == sorted(both) and len(set(e["id"] for e in first["data"] + second["data"])) == 14
 
-        lb_port = free_port()
+        lb_port = listen_port()
         cfg = (ROOT / "etc" / "haproxy.cfg").read_text()
         cfg = cfg.replace("bind 127.0.0.1:8000", f"bind 127.0.0.1:{lb_port}")
         cfg = cfg.replace("127.0.0.1:8081", f"127.0.0.1:{gw_ports[0]}")
