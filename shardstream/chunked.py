@@ -31,6 +31,7 @@ class CoalescingChunkedDecoder(http._ChunkedTransferDecoder):
         self._deliver = dataCallback
         self._finish = finishCallback
         self._pieces: list[bytes] = []
+        self._broken = False  # the consumer raised: the body must not end as complete
         # Twisted's state methods call these: collect, and flush before the end.
         self.dataCallback = self._pieces.append
         self.finishCallback = self._finished
@@ -44,9 +45,22 @@ class CoalescingChunkedDecoder(http._ChunkedTransferDecoder):
         if pieces:
             data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
             pieces.clear()
-            self._deliver(data)
+            try:
+                self._deliver(data)
+            except BaseException:
+                # Twisted's decoder would not have reached the last chunk: say
+                # the body was lost, not finished, whatever was parsed after.
+                self._broken = True
+                raise
+
+    def noMoreData(self) -> None:
+        if self._broken:
+            raise http._DataLoss("the body's consumer failed")
+        super().noMoreData()
 
     def dataReceived(self, data: bytes) -> None:
+        if self._broken:
+            raise RuntimeError("the body's consumer failed; no more data is taken")
         try:
             if self.state == "CHUNK_LENGTH" and not self._buffer:
                 data = self._whole_chunks(data)

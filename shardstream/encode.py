@@ -63,7 +63,10 @@ class JSONListEncoder(_Encoder):
         return b'{"data":['
 
     def items(self, items: list[Any]) -> bytes:
-        body = encode_value(items)[1:-1]  # one call for the batch; raises before any change
+        try:
+            body = encode_value(items)[1:-1]  # one call for the batch
+        except TypeError:  # orjson's errors; the list's own level can pass its depth limit
+            body = b",".join([encode_value(i) for i in items])  # raises before any change
         if self._first:
             self._first = False
             return body

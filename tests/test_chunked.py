@@ -66,3 +66,25 @@ def test_installed_into_twisteds_client():
 
     assert shardstream.upstream.FAST_CHUNKED and install()
     assert _newclient.HTTPClientParser._transferDecoders[b"chunked"] is CoalescingChunkedDecoder
+
+
+def test_a_consumer_that_raises_never_sees_the_body_finish():
+    got = []
+
+    def consumer(data):
+        got.append(data)
+        raise ValueError("bug in the body protocol")
+
+    finished = []
+    decoder = CoalescingChunkedDecoder(consumer, finished.append)
+    try:
+        decoder.dataReceived(b"1\r\na\r\n1\r\nb\r\n0\r\n\r\n")
+    except ValueError:
+        pass
+    assert got and not finished
+    try:
+        decoder.noMoreData()
+    except http._DataLoss:
+        pass
+    else:
+        raise AssertionError("a body whose consumer failed ended as complete")

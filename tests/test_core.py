@@ -200,3 +200,27 @@ def test_a_trailing_newline_is_never_part_of_a_valid_token():
                                   "routes": [{"path": "/x", "mode": "scatter", "items": "item"}]}))
     with pytest.raises(NotFound):
         router.match("GET", "/x\n")
+
+
+def _nest(depth):
+    x = 1
+    for _ in range(depth - 1):
+        x = {"a": x}
+    return {"id": 1, "a": x}  # `depth` containers in all
+
+
+def test_an_item_as_deep_as_orjson_allows_is_delivered_in_a_batch_and_nothing_is_lost():
+    """orjson's depth limit counts the batch's own list: an item that encodes
+    alone must not fail, or take other shards' items down with it."""
+    from shardstream.merge import OrderedMerge
+
+    deep = _nest(254)
+    deep["k"] = 3
+    sc = Scatter(["a", "b"], "data.item", JSONListEncoder(), OrderedMerge(2, key=lambda i: i["k"]))
+    sc.feed(0, json.dumps({"data": [{"k": 4}, {"k": 5}]}).encode())
+    sc.feed(1, json.dumps({"data": [{"k": 2}, deep, {"k": 6}]}).encode())
+    sc.end(0)
+    sc.end(1)
+    doc = json.loads(sc.take())
+    assert [i["k"] for i in doc["data"]] == [2, 3, 4, 5, 6]
+    assert doc["meta"]["shards"]["failed"] == []
