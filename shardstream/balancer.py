@@ -74,10 +74,10 @@ class Balancer:
                     self.budgets[name] = previous.budgets[name]
 
     def call(self, shard: str, method: bytes, target: bytes, headers: Headers, body: Any,
-             sink: Any, body_sent: Any = None, relay: bool = False) -> "BalancedCall":
+             sink: Any, body_sent: Any = None) -> "BalancedCall":
         """Send ``method target`` (path and query) to a replica of ``shard``."""
         call = BalancedCall(self, self.sets[shard], self.budgets[shard], method, target,
-                            headers, body, sink, body_sent, relay)
+                            headers, body, sink, body_sent)
         call.start()
         return call
 
@@ -94,24 +94,22 @@ class Balancer:
 class BalancedCall:
     def __init__(self, balancer: Balancer, replicas: ReplicaSet, budget: RetryBudget,
                  method: bytes, target: bytes, headers: Headers, body: Any, sink: Any,
-                 body_sent: Any, relay: bool) -> None:
+                 body_sent: Any) -> None:
         self.balancer = balancer
         self.replicas = replicas
         self.budget = budget
         self.method, self.target, self.headers, self.body = method, target, headers, body
         self.sink = sink
         self.body_sent = body_sent
-        self.relay = relay
         self.done = False
         self.paused = False
-        self.responded = False
         self.attempts = 0
         self.replica: Replica | None = None  # of the current attempt
         self.current: Any = None  # the current attempt's ShardCall
         self._tried: list[Replica] = []
         self._deadline = 0.0
         self._pending: Any = None  # a failure reported on the next reactor turn
-        self._status = 0  # of the response handed on
+        self._status = 0  # of the response handed on to the sink; 0: none yet
 
     # -- the caller's side: the same as a ShardCall ------------------------------
 
@@ -156,7 +154,6 @@ class BalancedCall:
         if (code in RETRY_STATUSES and self.method in IDEMPOTENT and self.body is None
                 and self._retry(now)):
             return False  # this attempt's body is dropped; the next one is under way
-        self.responded = True
         self._status = code
         replica = self.replica
         keep = self.sink.response(response)
@@ -188,7 +185,7 @@ class BalancedCall:
         now = self.balancer.reactor.seconds()
         if error.code in REPLICA_FAULTS:
             self._replica_failed(now)
-        if not self.responded and self._retryable(error) and self._retry(now):
+        if not self._status and self._retryable(error) and self._retry(now):
             return
         self._report(error)
 
@@ -211,7 +208,7 @@ class BalancedCall:
         url = replica.url.encode() + self.target
         call = self.balancer.client.call(
             self.method, url, self.headers, self.body, self, body_sent=self.body_sent,
-            relay=self.relay, total_timeout=self._deadline - now,
+            total_timeout=self._deadline - now,
         )
         if self.attempts != attempt or self.done:
             return  # it ended (or a newer attempt began) inside client.call

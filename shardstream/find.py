@@ -79,7 +79,7 @@ class FindResponse:
             if self.gone or self.winner is not None:
                 break
             c.call = self.gateway.balancer.call(c.shard, self.request.method, self.request.uri,
-                                                headers, None, c, relay=True)
+                                                headers, None, c)
 
     def _response(self, c: _Candidate, response: Any) -> bool:
         if self.gone or self.winner is not None:

@@ -167,7 +167,7 @@ class Relay:
         if self.route.id_fields:  # ids are rewritten in the body: it must not be compressed
             headers.setRawHeaders(b"accept-encoding", [b"identity"])
         self.call = self.gateway.balancer.call(self.shard, method, uri, headers, body, self,
-                                               body_sent=body_sent, relay=True)
+                                               body_sent=body_sent)
 
     def attach(self) -> None:
         """twisted.web has the whole request: the response may now be written."""

@@ -177,18 +177,17 @@ class UpstreamClient:
         body: IBodyProducer | None,
         sink: Sink,
         body_sent: Deferred | None = None,
-        relay: bool = False,
         total_timeout: float | None = None,
     ) -> "ShardCall":
         """Start a request to a shard; its outcome goes to ``sink``.
 
         ``body_sent``, for a body streamed from a client, fires when it is all
         sent: the first-byte deadline starts then, not while the client uploads.
-        ``relay``: the response goes to the client as it is. ``total_timeout``:
+        ``total_timeout``:
         what is left of the request's own deadline, when this is a retry.
         """
         call = ShardCall(self, sink)
-        call.start(method, url, headers, body, body_sent, relay, total_timeout)
+        call.start(method, url, headers, body, body_sent, total_timeout)
         return call
 
     def retire(self) -> Deferred:
@@ -245,7 +244,7 @@ class ShardCall:
 
     def start(
         self, method: bytes, url: bytes, headers: Headers, body: Any, body_sent: Any = None,
-        relay: bool = False, total_timeout: float | None = None,
+        total_timeout: float | None = None,
     ) -> None:
         try:
             d = self.client.agent.request(method, url, headers, body)
