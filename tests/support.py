@@ -13,10 +13,10 @@ from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
 from twisted.web.client import HTTPConnectionPool
 
-from shardstream import config as config_mod
-from shardstream.resource import TrackingSite
-from shardstream.service import GatewayService
-from shardstream.shardsim import ShardSim
+from shardstream.core import config as config_mod
+from shardstream.web.site import TrackingSite
+from shardstream.daemon.service import GatewayService
+from shardstream.demo.shardsim import ShardSim
 
 
 def items(shard: str, n: int, **extra: Any) -> list[dict[str, Any]]:

@@ -13,12 +13,12 @@ class _ShardstreamMaker:
 
     @property
     def options(self):
-        from shardstream.cli import Options
+        from shardstream.daemon.cli import Options
 
         return Options
 
     def makeService(self, options):
-        from shardstream.cli import make_service
+        from shardstream.daemon.cli import make_service
 
         return make_service(options)
 

@@ -1,0 +1,140 @@
+"""Turn a shard's body bytes into list items as soon as each one completes.
+
+Sans-IO: feed it bytes, it returns items. Numbers keep their exact value:
+integers stay ``int`` (any size) and decimals ``Decimal``; the encoder writes
+both back digit for digit.
+
+A body that ends without the list at all (``{"error": "db down"}``, or
+``{"data": null}`` behind a 200) is an error, not an empty shard: until the
+first item appears the parser keeps the body's first bytes, and at the end
+checks that the list was really there.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from typing import Any
+
+import ijson
+
+BACKEND = ijson.backend
+FAST_BACKEND = "yajl2_c"
+_HEAD_LIMIT = 64 * 1024  # bytes kept to check a body that yields no item
+
+
+def prepare() -> None:
+    """Let the parser build integers of any length; the gateway calls this
+    when it starts (never on import: it changes the whole interpreter).
+
+    CPython refuses int() of more than 4300 digits by default, and ijson's C
+    backend crashes the process on that refusal: a shard's data must never be
+    able to do that. Exact numbers of any length are what the gateway promises.
+    """
+    sys.set_int_max_str_digits(0)
+
+
+class ParseError(Exception):
+    code = "malformed_json"
+
+    def __init__(self, message: str, items: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.items = items or []  # complete items parsed before the error
+
+
+class Truncated(ParseError):
+    code = "truncated"
+
+
+class NoList(ParseError):
+    code = "no_list"
+
+
+class ItemParser:
+    """Incremental parser for the items under one ijson prefix (e.g. ``data.item``).
+
+    With ``total`` (a dotted path such as ``meta.total``) it also picks up the
+    shard's total count, wherever in the document it stands.
+    """
+
+    __slots__ = ("_out", "_coro", "_total_out", "_total_coro", "total", "_prefix", "_head",
+                 "_seen", "_offset")
+
+    def __init__(self, prefix: str, total: str | None = None) -> None:
+        self._prefix = prefix
+        self._out: list[Any] = ijson.sendable_list()
+        self._coro = ijson.items_coro(self._out, prefix, use_float=False)
+        self.total: int | None = None
+        self._total_coro = None
+        self._head: bytearray | None = bytearray()  # until the first item
+        self._seen = False
+        self._offset = 0
+        if total:
+            self._total_out: list[Any] = ijson.sendable_list()
+            self._total_coro = ijson.items_coro(self._total_out, total, use_float=False)
+
+    def _take(self) -> list[Any]:
+        out = self._out
+        if not out:
+            return []
+        items = list(out)
+        del out[:]
+        self._seen = True
+        self._head = None
+        return items
+
+    def feed(self, data: bytes) -> list[Any]:
+        """Parse a chunk; return the items it completed (possibly none)."""
+        self._offset += len(data)
+        if self._head is not None and len(self._head) < _HEAD_LIMIT:
+            self._head += data[: _HEAD_LIMIT - len(self._head)]
+        try:
+            self._coro.send(data)
+        except ijson.JSONError:
+            raise ParseError(f"the body stopped being valid JSON (within its first "
+                             f"{self._offset} bytes)", self._take()) from None
+        if self._total_coro is not None:
+            self._feed_total(data)
+        return self._take()
+
+    def close(self) -> list[Any]:
+        """End of body: return the last items, or raise if the document is cut
+        short or has no list at the prefix."""
+        try:
+            self._coro.close()
+        except ijson.IncompleteJSONError:
+            raise Truncated(f"the body ended before the JSON document did "
+                            f"({self._offset} bytes)", self._take()) from None
+        except ijson.JSONError:
+            raise ParseError("the body is not valid JSON", self._take()) from None
+        items = self._take()
+        if not self._seen and not self._list_started():
+            where = self._prefix.rpartition(".")[0] or "the top level"
+            raise NoList(f"the body has no list at {where}")
+        return items
+
+    def _list_started(self) -> bool:
+        if self._head is None or len(self._head) >= _HEAD_LIMIT:
+            return False  # so much body and not one item: not the list we want
+        parent = self._prefix.rpartition(".")[0]
+        try:
+            for prefix, event, _ in ijson.parse(io.BytesIO(bytes(self._head))):
+                if prefix == parent and event == "start_array":
+                    return True
+        except ijson.JSONError:
+            return False
+        return False
+
+    def _feed_total(self, data: bytes) -> None:
+        # Errors surface from the item coroutine, which sees the same bytes.
+        try:
+            self._total_coro.send(data)
+        except ijson.JSONError:
+            self._total_coro = None
+            return
+        out = self._total_out
+        if out:
+            value = out[0]
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                self.total = value
+            self._total_coro = None

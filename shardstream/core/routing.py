@@ -1,0 +1,151 @@
+"""Match request paths to routes and pick the shard that owns a request.
+
+Sans-IO: plain functions over the config, so the rules are tested without
+a server. Routes are tried in config order; the first whose path matches and
+whose methods include the request's wins.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import unquote
+
+from . import ids
+from .config import Config, Route
+from .errors import ClientError
+
+
+class NotFound(ClientError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(ClientError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class UnknownShardKey(ClientError):
+    status = 404
+    code = "unknown_shard_key"
+
+
+class BadGlobalId(ClientError):
+    status = 400
+    code = "bad_global_id"
+
+
+class UnknownShard(ClientError):
+    status = 404
+    code = "unknown_shard"
+
+
+class NoOwner(ClientError):
+    """A write whose body does not say which shard owns it."""
+
+    status = 400
+    code = "no_owner"
+
+
+class BadTarget(ClientError):
+    """A request target twisted.web's server lets through and its client refuses."""
+
+
+@dataclass(frozen=True)
+class Match:
+    route: Route
+    params: Mapping[str, str]
+
+
+def _decode_params(raw: dict[str, str]) -> dict[str, str]:
+    params = {}
+    for name, value in raw.items():
+        try:
+            params[name] = unquote(value, errors="strict")
+        except UnicodeDecodeError:
+            raise ClientError(f"path parameter {name} is not valid percent-encoded UTF-8") from None
+        if params[name] in (".", "..") or value in (".", ".."):
+            raise ClientError(f"path parameter {name} cannot be {params[name]!r}")
+    return params
+
+
+# Control characters or non-ASCII bytes: HTTP allows neither in a target.
+_BAD_TARGET = re.compile(rb"[^\x21-\x7e]")
+
+
+class Router:
+    """The route table of one config."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._shards = {s.name for s in config.shards}
+
+    def match_request(self, method: bytes, uri: bytes) -> Match:
+        """The route for a raw request line's method and target."""
+        if _BAD_TARGET.search(uri):
+            raise BadTarget("the request target has bytes HTTP does not allow there "
+                            "(control characters, non-ASCII): percent-encode them")
+        return self.match(method.decode("ascii", "replace"),
+                          uri.split(b"?", 1)[0].decode("latin-1"))
+
+    def match(self, method: str, path: str) -> Match:
+        """Find the route for a request, or raise NotFound/MethodNotAllowed."""
+        allowed: set[str] = set()
+        for route in self.config.routes:
+            raw = route.path.match(path)
+            if raw is None:
+                continue
+            if route.allows(method):
+                return Match(route, _decode_params(raw))
+            allowed |= route.methods or set()
+        if allowed:
+            raise MethodNotAllowed(
+                f"{method} is not allowed on {path}", allow=sorted(allowed)
+            )
+        raise NotFound(f"no route for {path}")
+
+    def owner(self, match: Match, raw_path: bytes) -> tuple[str, bytes] | None:
+        """``(shard, path to send it)`` from the path, or None when the body decides."""
+        route = match.route
+        owner = route.owner
+        if owner is None:
+            return None
+        if owner.global_id:
+            gid = match.params[owner.global_id]
+            shard, local = self.decode_global(gid)
+            return shard, route.path.replace(raw_path, owner.global_id, local)
+        if owner.shard_key:
+            key = owner.shard_key
+            value = match.params[key]
+            found = self.config.shard_map[key].get(value)
+            if found is None:
+                raise UnknownShardKey(f"no shard owns {key} {value!r}")
+            return found, raw_path
+        return None
+
+    def decode_global(self, gid: object) -> tuple[str, int | str]:
+        try:
+            shard, local = ids.decode(gid)
+        except ids.BadGlobalId as e:
+            raise BadGlobalId(str(e)) from None
+        if shard not in self._shards:
+            raise UnknownShard(f"{gid!r} names shard {shard!r}, which does not exist")
+        return shard, local
+
+    def body_owner(self, route: Route, body: object) -> str:
+        """The shard that owns a write, from the route's ``shard_key_body`` field."""
+        assert route.owner is not None and route.owner.shard_key_body is not None
+        field = route.owner.shard_key_body
+        value = field.lookup(body)
+        if value is None or isinstance(value, (dict, list, bool)):
+            raise NoOwner(f"the JSON body has no {field} field (a string or number); "
+                          "it names the shard that owns this write")
+        if isinstance(value, str) and ids.SEP in value:
+            return self.decode_global(value)[0]
+        shard = self.config.shard_map.get(field.text, {}).get(str(value))
+        if shard is None:
+            raise NoOwner(f"no shard owns {field} {value!r} (give a global id or a key "
+                          f"listed in [shard_map.{field}])")
+        return shard

@@ -1,0 +1,591 @@
+"""One fanned-out list request as a state machine, without any I/O.
+
+h11's ``Connection`` is the model: events in, actions out. The shell reports
+each shard's events (its response status, body bytes, end, failure), the
+client's (its transport paused or resumed, the client gone) and the end of a
+reactor turn it was asked to wait for; every event returns the actions the
+shell carries out, in the order given: pause, resume or cancel a shard's
+call, commit the response, write bytes, finish, answer with an error
+instead, abort the connection, or call :meth:`Scatter.tick` at the end of
+the reactor turn. Every decision about the request is taken here:
+
+- **when bytes go out**: the first item (or a complete empty list) at once,
+  since time to first item is what counts; later bytes once per turn;
+- **pausing**: a shard whose merge queue is full (a sorted merge is waiting
+  for another shard's head) and every shard while the client reads slowly;
+- **cancelling**: a shard that failed in the gateway (bad JSON, unsorted,
+  an item that cannot be encoded), the shards the page no longer needs once
+  its limit is reached, and every shard when the request ends early;
+- **the status**: 200 once there is something to send; 502/504 (or the
+  shards' common 4xx) when every shard failed first. In strict mode
+  (``partial=false``) a failure before the response is committed becomes an
+  error answer naming every shard that failed in the same turn; after it,
+  the connection is aborted, so a cut document never looks complete.
+
+The document itself: each shard's bytes are parsed, merged, the offset
+skipped, the limit applied, ids rewritten and the items encoded, with the
+meta last. ``consumed`` counts a shard's items that this page used up
+(skipped by the offset or delivered); its position for the next page is its
+start plus that. Once the limit is reached a shard is still read only as
+long as needed to know whether it has more items (and, when the route wants
+totals, to see its total); the others are cancelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from . import ids, paging
+from .config import Route
+from .encode import JSONListEncoder, NDJSONEncoder, encoder_for
+from .errors import ShardError, error_body, failure_answer
+from .merge import InterleavedMerge, OrderedMerge, Unsorted, sort_key
+from .parse import ItemParser, ParseError
+from .paths import DottedPath
+
+Merge = InterleavedMerge | OrderedMerge
+Encoder = JSONListEncoder | NDJSONEncoder
+
+
+# -- actions: what the shell carries out --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Stop reading this shard's transport (TCP backpressure)."""
+
+    shard: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    shard: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Stop this shard's call and close its connection; it reports nothing more."""
+
+    shard: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Send the status line and headers; the body follows."""
+
+    status: int
+    content_type: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The document is complete: end the response."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Answer with this JSON error instead of a list, and end the response."""
+
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """Cut the client's connection: what was sent must not look complete."""
+
+
+@dataclass(frozen=True, slots=True)
+class Later:
+    """Call :meth:`Scatter.tick` once the current reactor turn is over."""
+
+
+Action = Pause | Resume | Cancel | Commit | Write | Finish | Answer | Abort | Later
+FINISH, ABORT, LATER = Finish(), Abort(), Later()
+NOTHING: tuple[Action, ...] = ()
+
+# A shard's state; only a READING shard has a call running.
+READING, ENDED, FAILED, RELEASED, STOPPED = "reading", "ended", "failed", "released", "stopped"
+
+
+class _Shard:
+    """One shard's part of the request."""
+
+    __slots__ = ("index", "name", "parser", "start", "returned", "consumed", "delivered",
+                 "state", "error", "paused")
+
+    def __init__(self, index: int, name: str, parser: ItemParser, start: int) -> None:
+        self.index, self.name, self.parser, self.start = index, name, parser, start
+        self.returned = 0  # items it sent
+        self.consumed = 0  # items this page used up: skipped by the offset or delivered
+        self.delivered = 0  # items written to the client
+        self.state = READING  # ENDED cleanly, FAILED, RELEASED (not needed), STOPPED (no outcome)
+        self.error: ShardError | None = None
+        self.paused = False
+
+
+class Scatter:
+    """The state machine of one list request; build it with :func:`scatter_for`."""
+
+    def __init__(
+        self,
+        shards: Sequence[str],
+        prefix: str,
+        encoder: Encoder,
+        merge: Merge | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        quota: int | None = None,
+        starts: Mapping[str, int] | None = None,
+        total: str | None = None,
+        id_fields: Sequence[DottedPath] = (),
+        cursor: Callable[[dict[str, int]], str] | None = None,
+        strict: bool = False,
+        queue_bound: int = 128,
+    ) -> None:
+        starts = starts or {}
+        self._shards = [_Shard(i, name, ItemParser(prefix, total), starts.get(name, 0))
+                        for i, name in enumerate(shards)]
+        self._encoder = encoder
+        self._merge = merge if merge is not None else InterleavedMerge(len(shards))
+        self._ordered = isinstance(self._merge, OrderedMerge)
+        self._queue_bound = queue_bound  # per shard, sorted merge only
+        self._strict = strict
+        self._want_total = bool(total)
+        self._id_paths = tuple(id_fields)
+        self._cursor = cursor
+        self._skip = offset
+        self._left = limit  # items still to deliver
+        self._quota = quota
+        self._out: list[bytes] = []  # encoded bytes not yet handed out
+        self._actions: list[Action] = []
+        self._started = False  # the document's head is encoded
+        self.closed = False  # the meta is encoded: the document is complete
+        self._committed = False  # the status line was sent
+        self._over = False  # finished, answered, aborted, or the client is gone
+        self._client_paused = False
+        self._paused = 0  # shards reading and paused
+        self._tick_asked = False
+        self._strict_pending = False  # a strict failure, answered at the end of the turn
+        self._dirty = False  # a shard was closed: pauses and the answer need a look
+
+    # -- shard events ------------------------------------------------------------
+
+    def response(self, shard: int, status: int, attempts: int = 1) -> Sequence[Action]:
+        """A shard's response headers. Not 2xx: it failed, and :meth:`reading`
+        says so (its body is not wanted)."""
+        rec = self._shards[shard]
+        if rec.state is not READING or 200 <= status < 300:
+            return NOTHING
+        self._close(rec, FAILED, ShardError("status", f"the shard answered {status}",
+                                            status=status, attempts=attempts), cancel=False)
+        return self._sync()
+
+    def data(self, shard: int, data: bytes) -> Sequence[Action]:
+        """A chunk of a shard's body: the hot path."""
+        rec = self._shards[shard]
+        if rec.state is not READING:
+            return NOTHING
+        try:
+            items = rec.parser.feed(data)
+        except ParseError as e:
+            self._parse_failed(rec, e, cancel=True)
+            return self._sync()
+        if items:
+            self._push(rec, items, cancel=True)
+        if self._dirty or self._left is not None and self._left <= 0:
+            return self._sync()
+        if self._ordered:
+            if not rec.paused and self._merge.queued(shard) >= self._queue_bound:
+                self._set_paused(rec, True)
+            if self._paused and not self._client_paused:
+                self._resume_drained()  # this shard's items may have let others' leave
+        if not self._committed and self._ready():
+            self._output()  # the first item goes out now
+        else:
+            self._later()
+        return self._emit()
+
+    def end(self, shard: int) -> Sequence[Action]:
+        """The shard's body ended cleanly at the HTTP level."""
+        rec = self._shards[shard]
+        if rec.state is not READING:
+            return NOTHING
+        try:
+            items = rec.parser.close()
+        except ParseError as e:
+            self._parse_failed(rec, e, cancel=False)
+            return self._sync()
+        if self._push(rec, items, cancel=False):
+            self._close(rec, ENDED, cancel=False)
+        return self._sync()
+
+    def failed(self, shard: int, error: ShardError) -> Sequence[Action]:
+        """The shard's call failed; items it already yielded stay delivered."""
+        rec = self._shards[shard]
+        if rec.state is not READING:
+            return NOTHING
+        self._close(rec, FAILED, error, cancel=False)
+        return self._sync()
+
+    # -- the client's and the reactor's events -----------------------------------
+
+    def tick(self) -> Sequence[Action]:
+        """The reactor turn that :class:`Later` asked to wait for is over."""
+        self._tick_asked = False
+        if self._over:
+            return NOTHING
+        if self._strict_pending:
+            self._strict_pending = False
+            self._strict_failure()
+            return self._emit()
+        if self._ordered and self._paused and not self._client_paused:
+            self._resume_drained()
+        self._output()
+        return self._emit()
+
+    def client_paused(self) -> Sequence[Action]:
+        """The client's transport is full: hold every shard."""
+        self._client_paused = True
+        for rec in self._shards:
+            if rec.state is READING and not rec.paused:
+                self._set_paused(rec, True)
+        return self._emit()
+
+    def client_resumed(self) -> Sequence[Action]:
+        self._client_paused = False
+        return self._sync()
+
+    def client_gone(self) -> Sequence[Action]:
+        """The client disconnected: stop every shard."""
+        if self._over:
+            return NOTHING
+        self._over = True
+        self._stop_all()
+        return self._emit()
+
+    # -- what the shell may ask ----------------------------------------------------
+
+    def reading(self, shard: int) -> bool:
+        """Is this shard's body still wanted? (a sink's answer to its call)"""
+        return self._shards[shard].state is READING
+
+    @property
+    def done(self) -> bool:
+        """Every shard has ended, failed or been let go."""
+        return all(rec.state is not READING for rec in self._shards)
+
+    @property
+    def all_failed(self) -> bool:
+        return all(rec.state is FAILED for rec in self._shards)
+
+    @property
+    def failures(self) -> dict[int, ShardError]:
+        return {rec.index: rec.error for rec in self._shards if rec.error is not None}
+
+    def meta(self) -> dict[str, Any]:
+        shards = self._shards
+        failed = [
+            {
+                "shard": rec.name,
+                "error": rec.error.code,
+                "message": rec.error.message,
+                "status": rec.error.status,
+                "attempts": rec.error.attempts,
+                "items_delivered": rec.delivered,
+            }
+            for rec in shards if rec.error is not None
+        ]
+        meta: dict[str, Any] = {
+            "shards": {
+                "total": len(shards),
+                "succeeded": sum(1 for rec in shards if rec.state in (ENDED, RELEASED)),
+                "failed": failed,
+            }
+        }
+        if self._want_total:
+            known = [rec.parser.total for rec in shards
+                     if rec.parser.total is not None and rec.error is None]
+            meta["total"] = sum(known) if known else None
+            meta["total_excludes"] = [rec.name for rec in shards
+                                      if rec.parser.total is None or rec.error is not None]
+        if self._cursor is not None:
+            more = any(self._has_more(rec) for rec in shards)
+            meta["next_cursor"] = self._cursor(self._positions()) if more else None
+        return meta
+
+    # -- decisions ---------------------------------------------------------------
+
+    def _emit(self) -> Sequence[Action]:
+        actions = self._actions
+        if not actions:
+            return NOTHING
+        self._actions = []
+        return actions
+
+    def _later(self) -> None:
+        if not self._tick_asked:
+            self._tick_asked = True
+            self._actions.append(LATER)
+
+    def _sync(self) -> Sequence[Action]:
+        """After a shard closed or the client resumed: let go of the shards the
+        page no longer needs, set every shard's pause, then write."""
+        self._dirty = False
+        limit_reached = self._left is not None and self._left <= 0
+        if limit_reached:
+            for rec in self._shards:
+                if rec.state is READING and not self._wanted(rec):
+                    self._close(rec, RELEASED, cancel=True)
+        for rec in self._shards:
+            if rec.state is not READING:
+                continue
+            # Past the limit a shard is read only briefly: never hold it for its queue.
+            hold = self._client_paused or (self._ordered and not limit_reached and
+                                           self._merge.queued(rec.index) >= self._queue_bound)
+            if hold != rec.paused:
+                self._set_paused(rec, hold)
+        self._output()
+        return self._emit()
+
+    def _set_paused(self, rec: _Shard, paused: bool) -> None:
+        rec.paused = paused
+        self._paused += 1 if paused else -1
+        self._actions.append(Pause(rec.index) if paused else Resume(rec.index))
+
+    def _resume_drained(self) -> None:
+        """Sorted merge: resume the shards held for a full queue that has room again."""
+        for rec in self._shards:
+            if (rec.paused and rec.state is READING
+                    and self._merge.queued(rec.index) < self._queue_bound):
+                self._set_paused(rec, False)
+
+    def _output(self) -> None:
+        """Commit, write and finish, or answer instead, as far as the state allows."""
+        if self._over:
+            return
+        actions = self._actions
+        if self._strict and any(rec.error is not None for rec in self._shards):
+            if self._committed:
+                self._strict_failure()
+            elif not self._strict_pending:
+                # Answer at the end of this reactor turn, so that shards failing
+                # together (one deadline) are all named.
+                self._strict_pending = True
+                self._later()
+            return
+        if not self._committed:
+            if not self._ready():
+                return
+            if self.all_failed:
+                status, code = failure_answer([r.error for r in self._shards if r.error],
+                                              "shards_timeout", "shards_failed")
+                self._answer(status, code, "every shard failed; see meta.shards.failed")
+                return
+            self._committed = True
+            actions.append(Commit(200, self._encoder.content_type))
+        data = self._take()
+        if data:
+            actions.append(Write(data))
+        if self.closed:
+            self._over = True
+            actions.append(FINISH)
+
+    def _strict_failure(self) -> None:
+        """partial=false and a shard failed: before the first byte that is a
+        502/504 naming the failures; after it, the connection is aborted (no
+        terminating chunk, no closing bracket)."""
+        self._over = True
+        self._stop_all()
+        if self._committed:
+            self._actions.append(ABORT)
+            return
+        errors = [rec.error for rec in self._shards if rec.error is not None]
+        status, code = failure_answer(errors, "shard_timeout", "shard_failed",
+                                      every_shard=len(errors) == len(self._shards))
+        names = ", ".join(rec.name for rec in self._shards if rec.error is not None)
+        self._answer(status, code, f"shard {names} failed and this request asks for a complete "
+                     "result (partial=false); see meta.shards.failed")
+
+    def _answer(self, status: int, code: str, message: str) -> None:
+        self._over = True
+        self._actions.append(Answer(status, error_body(code, message, meta=self.meta())))
+
+    def _stop_all(self) -> None:
+        for rec in self._shards:
+            if rec.state is READING:  # no drain: nothing more is delivered or counted
+                rec.state, rec.paused = STOPPED, False
+                self._actions.append(Cancel(rec.index))
+        self._paused = 0
+
+    def _close(self, rec: _Shard, state: str, error: ShardError | None = None, *,
+               cancel: bool) -> None:
+        """A shard's part is over; ``cancel``: its call is still running."""
+        if rec.state is READING:
+            if cancel:
+                self._actions.append(Cancel(rec.index))
+            if rec.paused:
+                rec.paused = False
+                self._paused -= 1
+        rec.state, rec.error = state, error
+        self._dirty = True
+        self._merge.end(rec.index)
+        self._drain()
+
+    def _wanted(self, rec: _Shard) -> bool:
+        """Past the limit: does the page still need this shard's bytes?"""
+        if (self._want_total and rec.parser.total is None
+                and self._quota is not None and rec.returned <= self._quota):
+            return True  # bounded: the shard was asked for a limited number of items
+        return self._merge.queued(rec.index) == 0  # not yet known whether it has more
+
+    # -- the document ------------------------------------------------------------
+
+    def _ready(self) -> bool:
+        """Is there something for the client (an item, or the end)?"""
+        return bool(self._out) or (not self.closed and self.done)
+
+    def _take(self) -> bytes:
+        """All bytes ready for the client now; the head first, the meta last."""
+        out = self._out
+        if not self.closed and self.done:
+            if not self._started:
+                out.insert(0, self._encoder.begin())
+                self._started = True
+            out.append(self._encoder.end(self.meta()))
+            self.closed = True
+        if not out:
+            return b""
+        self._out = []
+        return b"".join(out)
+
+    def _positions(self) -> dict[str, int]:
+        return {rec.name: rec.start + rec.consumed for rec in self._shards}
+
+    def _has_more(self, rec: _Shard) -> bool:
+        """May this shard hold items after its position? (True when unsure.)"""
+        if rec.error is not None or self._merge.queued(rec.index):
+            return True
+        if rec.state is not ENDED:
+            return True  # let go of with nothing queued cannot happen; unsure
+        total = rec.parser.total
+        if total is not None:  # the shard's own count is the best evidence (it may cap pages)
+            return rec.start + rec.consumed < total
+        if self._quota is None or rec.returned < self._quota:
+            return False
+        return True  # it sent exactly what it was asked for: there may be more
+
+    def _parse_failed(self, rec: _Shard, error: ParseError, *, cancel: bool) -> None:
+        if error.items:  # complete items before the bad bytes are good items
+            if not self._push(rec, error.items, cancel=cancel):
+                return
+        self._close(rec, FAILED, ShardError(error.code, str(error)), cancel=cancel)
+
+    def _push(self, rec: _Shard, items: list[Any], *, cancel: bool) -> bool:
+        """Queue a shard's items and deliver what is next; False if it failed."""
+        rec.returned += len(items)
+        try:
+            self._merge.push(rec.index, items)
+        except Unsorted as e:
+            self._close(rec, FAILED, ShardError(
+                "unsorted", f"{e}; later items of this shard were dropped"), cancel=cancel)
+            return False
+        self._drain()
+        return rec.state is READING
+
+    def _drain(self) -> None:
+        left = self._left
+        if left is not None and left <= 0:
+            return
+        budget = None if left is None else self._skip + left
+        batches = self._merge.pop(budget)
+        if not batches:
+            return
+        out = self._out
+        broken: list[_Shard] = []
+        for shard, items in batches:
+            rec = self._shards[shard]
+            if rec in broken:
+                continue
+            if self._skip:
+                n = min(self._skip, len(items))
+                self._skip -= n
+                rec.consumed += n
+                items = items[n:]
+                if not items:
+                    continue
+            if not self._started:
+                out.append(self._encoder.begin())
+                self._started = True
+            if self._id_paths:
+                for item in items:
+                    ids.globalize(item, self._id_paths, rec.name)
+            chunk, good = self._encode(items)
+            if good:
+                rec.delivered += good
+                rec.consumed += good
+                if self._left is not None:
+                    self._left -= good
+                out.append(chunk)
+            if good < len(items):
+                broken.append(rec)
+        for rec in broken:  # its later items would leave a hole: drop them all
+            self._merge.discard(rec.index)
+            if rec.state in (READING, ENDED):  # an ended shard's queued items count too
+                self._close(rec, FAILED, ShardError(
+                    "unencodable_item", "an item of this shard could not be encoded "
+                    "(nested too deeply?); the shard's later items were dropped"),
+                    cancel=True)
+
+    def _encode(self, items: list[Any]) -> tuple[bytes, int]:
+        """Encoded items and how many; on an item that cannot be encoded, the
+        ones before it."""
+        encoder = self._encoder
+        try:
+            return encoder.items(items), len(items)
+        except Exception:
+            pass
+        for n, item in enumerate(items):
+            try:
+                encoder.check(item)
+            except Exception:
+                return (encoder.items(items[:n]) if n else b""), n
+        return b"", 0  # each alone is fine, together not: fail the shard, never raise
+
+
+def scatter_for(route: Route, query: paging.ListQuery, shards: Sequence[str],
+                accept: str | None, secret: bytes | None, queue_bound: int = 128) -> Scatter:
+    """The one way a list request's state machine is built: from the route,
+    the client's parsed list query, the shards asked, its Accept header and
+    the cursor secret."""
+    options = paging.options(route)
+    merge: Merge
+    if query.sort is not None:
+        name = query.sort_path or ""
+        merge = OrderedMerge(len(shards), sort_key(options.sort_path(name) or name,
+                                                   query.descending))
+    else:
+        merge = InterleavedMerge(len(shards))
+    cursor_page = query.positions is not None
+    return Scatter(
+        shards,
+        options.items,
+        encoder_for(accept),
+        merge,
+        limit=query.limit,
+        offset=0 if cursor_page else query.offset,
+        quota=query.quota(),
+        starts=query.positions,
+        total=options.total,
+        id_fields=route.id_fields,
+        cursor=lambda positions: paging.encode_cursor(route, query, positions, secret),
+        strict=not (options.partial if query.partial is None else query.partial),
+        queue_bound=queue_bound,
+    )

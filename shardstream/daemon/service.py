@@ -1,0 +1,165 @@
+"""The gateway service: listen, reload on SIGHUP, drain on SIGTERM.
+
+Listening happens in ``startService``, which twistd calls before the
+reactor runs, so a port that cannot be bound ends the daemon with one line
+and a non-zero status instead of a daemon that serves nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from ..core import config as config_mod
+from ..core import parse
+from ..upstream.client import UpstreamClient
+from ..web.gateway import Gateway
+from ..web.site import TrackingSite, make_site
+from .endpoints import adopt, listen_now
+from .signals import install_signal_handlers
+from .startup import load_config, prepare_process
+
+log = Logger(namespace="shardstream")
+
+
+class GatewayService(Service):
+    name = "shardstream"
+
+    def __init__(
+        self,
+        config: config_mod.Config,
+        listen: str | None = None,
+        config_path: str | None = None,
+        reactor: Any = None,
+        signals: bool = True,
+        adopt_fd: int | None = None,
+        name: str = "shardstream",
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.config = config
+        self.adopt_fd = adopt_fd
+        self.label = name
+        self.listen = listen or config.server.listen
+        self.config_path = config_path
+        self.signals = signals
+        self.port: Any = None
+        self.site: TrackingSite | None = None
+        self.retired: list[UpstreamClient] = []
+
+    @property
+    def address(self) -> Any:
+        return self.port.getHost()
+
+    def startService(self) -> None:
+        super().startService()
+        prepare_process()
+        client = UpstreamClient(self.reactor, self.config.upstream)
+        gateway = Gateway(self.config, client)
+        self.site = make_site(gateway)
+        gateway.start()
+        if self.adopt_fd is not None:
+            self.port = adopt(self.reactor, self.adopt_fd, self.site)
+        else:
+            self.port = listen_now(self.reactor, self.listen, self.site)
+        log.info(
+            "{label} listening on {address} with {shards} shards and {routes} routes "
+            "(config {source}, ijson backend {backend})",
+            label=self.label,
+            address=self.address,
+            shards=len(self.config.shards),
+            routes=len(self.config.routes),
+            source=self.config.source,
+            backend=parse.BACKEND,
+        )
+        _warn_about(self.config)
+        if self.signals:
+            self.reactor.callWhenRunning(self._install_signal_handlers)
+
+    def _install_signal_handlers(self) -> None:
+        install_signal_handlers(self.reactor, self.reload, self.label)
+
+    @property
+    def gateway(self) -> Gateway:
+        assert self.site is not None
+        gateway: Gateway = self.site.resource.gateway
+        return gateway
+
+    def reload(self) -> bool:
+        """Read the config file again; swap it in for new requests if it is valid."""
+        if self.config_path is None:
+            log.info("SIGHUP: no config file to reload (demo mode)")
+            return False
+        try:
+            new = load_config(self.config_path)
+        except config_mod.ConfigError as e:
+            log.error("reload rejected, keeping the running config: {error}", error=str(e))
+            return False
+        old = self.gateway
+        client = old.client
+        if new.upstream != old.config.upstream:
+            client = UpstreamClient(self.reactor, new.upstream)
+            # In-flight requests finish on the old pool; then its connections close.
+            old.client.retire()
+            self.retired.append(old.client)
+        if new.server.listen != self.config.server.listen:
+            log.warn("reload: server.listen changed; a restart is needed to apply it")
+        gateway = Gateway(new, client, previous=old)
+        self.site.resource.gateway = gateway
+        old.stop()
+        gateway.start()
+        self.config = new
+        _warn_about(new)
+        log.info("{label}: reloaded {source}: {shards} shards, {routes} routes", label=self.label,
+                 source=new.source, shards=len(new.shards), routes=len(new.routes))
+        return True
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        """Drain: stop accepting, let in-flight responses finish (up to
+        ``server.drain_timeout``), close idle connections, abort the rest."""
+        super().stopService()
+        if self.port is not None:
+            yield self.port.stopListening()
+        if self.site is not None:
+            self.gateway.stop()
+            yield self._drain(self.config.server.drain_timeout)
+            yield self.gateway.client.close()
+        for client in self.retired:
+            yield client.close()
+
+    @defer.inlineCallbacks
+    def _drain(self, timeout: float) -> Any:
+        deadline = self.reactor.seconds() + timeout
+        busy = self.site.channels
+        while busy and self.reactor.seconds() < deadline:
+            for channel in list(busy):
+                if not channel.requests:  # idle keep-alive connection
+                    channel.transport.loseConnection()
+            if not any(c.requests for c in busy):
+                break
+            yield task.deferLater(self.reactor, 0.05, lambda: None)
+        active = sum(1 for c in busy if c.requests)
+        if active:
+            log.warn("{label}: drain deadline: aborting {n} unfinished responses",
+                     label=self.label, n=active)
+        for channel in list(busy):
+            if channel.requests:
+                channel.transport.abortConnection()
+            else:
+                channel.transport.loseConnection()
+        # let the transports flush and close before the reactor stops
+        for _ in range(20):
+            if not busy:
+                break
+            yield task.deferLater(self.reactor, 0.05, lambda: None)
+
+
+def _warn_about(config: config_mod.Config) -> None:
+    if config.cursor_secret is None and any(r.mode == "scatter" for r in config.routes):
+        log.warn("no [cursor] secret configured: cursors are signed with a per-process key and "
+                 "only work on this process until it restarts")

@@ -1,0 +1,32 @@
+"""Signals under twistd: SIGTERM/SIGINT stop cleanly, SIGHUP reloads."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, Callable
+
+from twisted.logger import Logger
+
+log = Logger(namespace="shardstream")
+
+
+def install_signal_handlers(reactor: Any, reload: Callable[[], object], label: str) -> None:
+    """SIGTERM/SIGINT: a clean stop (exit 0, not twistd's -15); SIGHUP: reload
+    (Twisted installs no SIGHUP handler, and the default kills the process)."""
+
+    def stop(signum: int, frame: Any) -> None:
+        log.info("{label}: signal {signum}: stopping", label=label, signum=signum)
+        reactor.callFromThread(stop_reactor, reactor)
+
+    def hup(signum: int, frame: Any) -> None:
+        reactor.callFromThread(reload)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, hup)
+
+
+def stop_reactor(reactor: Any) -> None:
+    """Stop once, however many signals arrive."""
+    if reactor.running and not getattr(reactor, "_stopped", False):
+        reactor.stop()

@@ -1,0 +1,47 @@
+"""What the daemon does before it serves: load the config with the daemon's
+own checks, prepare the process once, and end with one clear line when it
+cannot start."""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.logger import Logger
+
+from ..core import config as config_mod
+from ..core import parse
+from ..upstream import chunked
+
+log = Logger(namespace="shardstream")
+
+EX_CONFIG = 78  # sysexits.h: a configuration error; systemd is told not to retry it
+
+
+class StartupError(SystemExit):
+    """Ends twistd with a non-zero status after saying why on stderr, in one line."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        sys.stderr.write(f"shardstream: {message}\n")
+        sys.stderr.flush()
+        super().__init__(status)
+
+
+def load_config(path: str) -> config_mod.Config:
+    """The core's loader, with Twisted's endpoint parser judging ``server.listen``."""
+    from .endpoints import endpoint_problem
+
+    return config_mod.load(path, check_listen=endpoint_problem)
+
+
+def prepare_process() -> None:
+    """Process-wide settings the gateway needs, made once when a service
+    starts (never on import): integers of any length for the parser, and
+    the faster chunked decoder in Twisted's HTTP client."""
+    parse.prepare()
+    if not chunked.install():
+        log.warn("this Twisted version's chunked decoder is not the one shardstream's "
+                 "faster decoder was written for: using Twisted's own (slower)")
+    if parse.BACKEND != parse.FAST_BACKEND:
+        log.warn("ijson is using its slow {backend!r} backend, not {fast!r}: "
+                 "install an ijson wheel with the C extension",
+                 backend=parse.BACKEND, fast=parse.FAST_BACKEND)

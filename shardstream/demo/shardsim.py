@@ -1,0 +1,294 @@
+"""A simulated shard: the inventory REST API of one shard, over real HTTP.
+
+Used by the demo (``twistd shardstream`` with no config) and by the tests,
+which turn on its faults to produce each failure for real: a 5xx, a hang
+before the headers or mid-body, a body cut mid-way, malformed JSON, a
+connection closed without a response. It records what it was asked and
+which responses lost their client, so tests can see the gateway's side.
+
+API (``collection`` defaults to ``/v3/events``)::
+
+    GET    /healthz
+    GET    {collection}[?vendor_id=&sort=[-]key&limit=&offset=]   list, streamed,
+                                                   {"data":[...],"meta":{"total":N}}
+    POST   {collection}                            create (201); the body needs vendor_id
+    GET    {collection}/{id}                       one item
+    PUT|PATCH|DELETE {collection}/{id}
+    GET    /v3/vendors/{vendor_id}                 the vendor, if it lives here
+    GET    /v3/vendors/{vendor_id}/events          list of that vendor
+    POST   /v3/vendors/{vendor_id}/events          create (201)
+    *      /echo[/...]                             echoes method, headers, body
+
+Sorting uses the gateway's documented order (numbers numerically, strings by
+code point, null and missing last) and is stable, so ties keep the shard's
+own order. ``ignore_sort=True`` makes a shard that answers unsorted,
+``ignore_limit=True`` one that sends its whole list whatever the limit.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.web import server
+from twisted.web.resource import Resource
+from zope.interface import implementer
+
+FAULTS = (None, "status", "hang", "hang_body", "cut", "garbage", "close")
+
+
+class ShardSim(Resource):
+    isLeaf = True
+
+    def __init__(
+        self,
+        name: str,
+        items: list[dict[str, Any]] | None = None,
+        *,
+        delay: float = 0.0,
+        drip: float = 0.0,
+        fail: str | None = None,
+        fail_status: int = 500,
+        batch: int = 100,
+        collection: str = "/v3/events",
+        vendors: dict[str, dict[str, Any]] | None = None,
+        ignore_sort: bool = False,
+        ignore_limit: bool = False,
+        reactor: Any = None,
+    ) -> None:
+        super().__init__()
+        if fail not in FAULTS:
+            raise ValueError(f"fail must be one of {FAULTS}")
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.name = name
+        self.items = list(items or [])
+        self.delay, self.drip, self.batch = delay, drip, batch
+        self.fail, self.fail_status = fail, fail_status
+        self.collection = collection
+        self.vendors = dict(vendors or {})
+        self.ignore_sort = ignore_sort
+        self.ignore_limit = ignore_limit
+        self.requests: list[dict[str, Any]] = []
+        self.lost = 0  # responses whose client went away before the end
+        self.completed = 0  # list responses written to the end
+        self.bytes_sent = 0  # list body bytes handed to the transport
+
+    # -- dispatch ---------------------------------------------------------------
+
+    def render(self, request: Any) -> Any:
+        body = request.content.read() if request.content is not None else b""
+        self.requests.append(
+            {
+                "method": request.method.decode(),
+                "uri": request.uri.decode(),
+                "headers": {
+                    k.decode().lower(): [v.decode() for v in vs]
+                    for k, vs in request.requestHeaders.getAllRawHeaders()
+                },
+                "body": body,
+            }
+        )
+        request.setHeader(b"x-shard", self.name.encode())
+        method = request.method
+        parts = request.path.decode().strip("/").split("/")
+        coll = self.collection.strip("/").split("/")
+        args = {k.decode(): v[0].decode() for k, v in request.args.items()}
+        if parts == ["healthz"]:
+            return self._json(request, 200, {"status": "ok", "shard": self.name})
+        if self.fail in ("status", "hang", "close"):  # these strike every request
+            _ListWriter(self, request, [], 0).start()
+            return server.NOT_DONE_YET
+        if parts[0] == "echo":
+            echoed = self.requests[-1] | {"body": body.decode("latin-1"), "length": len(body)}
+            return self._json(request, 200, echoed)
+        if parts == coll and method == b"GET":
+            return self._list(request, self._filter(args.get("vendor_id")), args)
+        if parts == coll and method == b"POST":
+            try:
+                vendor = json.loads(body)["vendor_id"]
+            except (ValueError, KeyError, TypeError):
+                return self._json(request, 400, {"error": {"code": "bad_body",
+                                                           "message": "vendor_id is required"}})
+            return self._create(request, vendor, body)
+        if len(parts) == 3 and parts[:2] == ["v3", "vendors"] and method in (b"GET", b"HEAD"):
+            vendor = self.vendors.get(parts[2])
+            if vendor is None:
+                return self._json(request, 404, {"error": {"code": "not_found",
+                                                           "message": "no such vendor"}})
+            return self._json(request, 200, {"data": vendor})
+        if len(parts) == len(coll) + 1 and parts[:-1] == coll:
+            return self._one(request, parts[-1], body)
+        if len(parts) == 4 and parts[:2] == ["v3", "vendors"] and parts[3] == "events":
+            if method == b"GET":
+                return self._list(request, self._filter(parts[2]), args)
+            if method == b"POST":
+                return self._create(request, parts[2], body)
+            return self._json(request, 405, {"error": "method not allowed"})
+        return self._json(request, 404, {"error": {"code": "not_found", "message": "no such path"}})
+
+    def _filter(self, vendor: str | None) -> list[dict[str, Any]]:
+        if vendor is None:
+            return self.items
+        return [i for i in self.items if str(i.get("vendor_id")) == vendor]
+
+    def _json(self, request: Any, status: int, value: Any) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(value).encode()
+
+    def _find(self, item_id: str) -> int | None:
+        for n, item in enumerate(self.items):
+            if str(item.get("id")) == item_id:
+                return n
+        return None
+
+    def _one(self, request: Any, item_id: str, body: bytes) -> bytes:
+        n = self._find(item_id)
+        if n is None:
+            return self._json(request, 404, {"error": {"code": "not_found", "message": f"no item {item_id}"}})
+        if request.method == b"GET":
+            return self._json(request, 200, {"data": self.items[n]})
+        if request.method == b"DELETE":
+            del self.items[n]
+            request.setResponseCode(204)
+            return b""
+        if request.method in (b"PUT", b"PATCH"):
+            change = json.loads(body or b"{}")
+            item = change if request.method == b"PUT" else self.items[n] | change
+            item["id"] = self.items[n]["id"]
+            self.items[n] = item
+            return self._json(request, 200, {"data": item})
+        return self._json(request, 405, {"error": "method not allowed"})
+
+    def _create(self, request: Any, vendor: str, body: bytes) -> bytes:
+        try:
+            item = json.loads(body)
+            assert isinstance(item, dict)
+        except (ValueError, AssertionError):
+            return self._json(request, 400, {"error": {"code": "bad_json", "message": "body must be a JSON object"}})
+        item["id"] = max((int(i["id"]) for i in self.items), default=0) + 1
+        item["vendor_id"] = vendor
+        self.items.append(item)
+        return self._json(request, 201, {"data": item})
+
+    def _list(self, request: Any, items: list[dict[str, Any]], args: dict[str, str]) -> Any:
+        if "sort" in args and not self.ignore_sort:
+            from ..core.merge import sort_key  # the order the gateway documents and expects
+
+            sort = args["sort"]
+            key = sort_key(sort.lstrip("-"), sort.startswith("-"))
+            items = sorted(items, key=key)
+        offset = int(args.get("offset", 0))
+        total = len(items)
+        items = items[offset:]
+        if "limit" in args and not self.ignore_limit:
+            items = items[: int(args["limit"])]
+        _ListWriter(self, request, items, total).start()
+        return server.NOT_DONE_YET
+
+
+@implementer(IPushProducer)
+class _ListWriter:
+    """Streams ``{"data":[...],"meta":{"total":N}}`` with the shard's latency and fault."""
+
+    def __init__(self, sim: ShardSim, request: Any, items: list[Any], total: int) -> None:
+        self.sim, self.request, self.total = sim, request, total
+        self.encoded = [json.dumps(i).encode() for i in items]
+        self.pos = 0
+        self.paused = False
+        self.done = False
+        self.timer: Any = None
+        # Faults that strike mid-body do so after half of the items.
+        self.break_at = max(1, len(items) // 2) if sim.fail in ("hang_body", "cut", "garbage") else None
+
+    def start(self) -> None:
+        self.request.notifyFinish().addBoth(self._finished)
+        self.timer = self.sim.reactor.callLater(self.sim.delay, self._begin)
+
+    def _finished(self, result: Any) -> None:
+        if not self.done:
+            self.done = True
+            self.sim.lost += 1
+            if self.timer is not None and self.timer.active():
+                self.timer.cancel()
+
+    def _write(self, data: bytes) -> None:
+        self.sim.bytes_sent += len(data)
+        self.request.write(data)
+
+    def _begin(self) -> None:
+        self.timer = None
+        sim, request = self.sim, self.request
+        if sim.fail == "hang":
+            return
+        if sim.fail == "close":
+            self.done = True
+            request.channel.transport.abortConnection()
+            return
+        if sim.fail == "status":
+            self.done = True
+            request.setResponseCode(sim.fail_status)
+            request.setHeader(b"content-type", b"application/json")
+            request.write(b'{"error":{"code":"internal","message":"simulated failure"}}')
+            request.finish()
+            return
+        request.setHeader(b"content-type", b"application/json")
+        request.registerProducer(self, True)
+        self._write(b'{"data":[')
+        self._next()
+
+    def _next(self) -> None:
+        self.timer = None
+        if self.done or self.paused:
+            return
+        sim = self.sim
+        n = 1 if sim.drip else sim.batch
+        end = min(self.pos + n, len(self.encoded))
+        if self.break_at is not None:
+            end = min(end, self.break_at)
+        if end > self.pos:
+            chunk = b",".join(self.encoded[self.pos : end])
+            self._write(chunk if self.pos == 0 else b"," + chunk)
+            self.pos = end
+        if self.break_at is not None and self.pos >= self.break_at:
+            self._break()
+            return
+        if self.pos >= len(self.encoded):
+            self.done = True
+            self._write(b'],"meta":{"total":%d}}' % self.total)
+            self.request.unregisterProducer()
+            self.request.finish()
+            sim.completed += 1
+            return
+        self.timer = sim.reactor.callLater(sim.drip, self._next)
+
+    def _break(self) -> None:
+        fail = self.sim.fail
+        if fail == "garbage":
+            self._write(b",{not json at all<<<")
+            return  # keep the connection open: the gateway must notice by itself
+        if fail == "cut":
+            # Let the first half reach the wire, then drop the connection (RST).
+            self.done = True
+            self.request.unregisterProducer()
+            self.timer = self.sim.reactor.callLater(
+                0.05, self.request.channel.transport.abortConnection
+            )
+        # hang_body: write nothing more, keep the connection open
+
+    # -- IPushProducer -------------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        if self.paused:
+            self.paused = False
+            if self.timer is None and not self.done:
+                self.timer = self.sim.reactor.callLater(0, self._next)
+
+    def stopProducing(self) -> None:
+        self._finished(None)

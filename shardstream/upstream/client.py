@@ -1,0 +1,366 @@
+"""Requests to shards: one shared connection pool, streamed bodies, deadlines.
+
+A :class:`ShardCall` reports to its :class:`~shardstream.upstream.sink.ShardSink`
+exactly once that it ended (``end``) or failed (``failed``), after an
+optional ``response`` and any number of ``data`` calls. ``cancel`` drops it
+silently: the caller has lost interest. The four deadlines of ``[upstream]``
+are enforced here; Twisted's Agent has none of its own past connecting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from OpenSSL.SSL import Error as SSLError
+from twisted.internet import error as ierror
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.web.client import (
+    Agent,
+    RequestGenerationFailed,
+    RequestTransmissionFailed,
+    ResponseDone,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer, IResponse
+
+from ..core.config import UpstreamConfig
+from ..core.errors import ShardError
+from .pool import Endpoints, Pool, QuietFactory
+from .sink import ShardSink
+
+log = Logger()
+
+
+class UpstreamClient:
+    """The gateway's one HTTP client: a persistent pool shared by every request.
+
+    Requests go through a bare twisted.web Agent on that pool, not treq:
+    treq's extra layers (URL re-encoding through hyperlink, a cookie jar,
+    redirects, gzip decoding) cost CPU on the hot path (bench/RESULTS.md),
+    re-encode the client's query string and would hide the shard's own
+    encoding from a relayed response. List requests ask shards for an
+    uncompressed body; relayed ones pass the client's headers through.
+    """
+
+    def __init__(self, reactor: Any, config: UpstreamConfig) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.pool = Pool(reactor, persistent=True)
+        self.pool.maxPersistentPerHost = config.max_idle_connections
+        self.pool._factory = QuietFactory
+        self.agent = Agent.usingEndpointFactory(
+            reactor, Endpoints(reactor, config.connect_timeout), pool=self.pool
+        )
+
+    def call(
+        self,
+        method: bytes,
+        url: bytes,
+        headers: Headers,
+        body: IBodyProducer | None,
+        sink: ShardSink,
+        body_sent: Deferred | None = None,
+        total_timeout: float | None = None,
+    ) -> "ShardCall":
+        """Start a request to a shard; its outcome goes to ``sink``.
+
+        ``body_sent``, for a body streamed from a client, fires when it is all
+        sent: the first-byte deadline starts then, not while the client uploads.
+        ``total_timeout``:
+        what is left of the request's own deadline, when this is a retry.
+        """
+        call = ShardCall(self, sink)
+        call.start(method, url, headers, body, body_sent, total_timeout)
+        return call
+
+    def retire(self) -> Deferred:
+        """This client is being replaced: in-flight requests finish, then every
+        connection closes instead of going back to the pool."""
+        self.pool.persistent = False
+        return self.pool.closeCachedConnections()
+
+    def close(self) -> Deferred:
+        return self.pool.closeCachedConnections()
+
+
+class _BodyReader(Protocol):
+    def __init__(self, call: "ShardCall") -> None:
+        self.call = call
+
+    def dataReceived(self, data: bytes) -> None:
+        self.call._on_data(data)
+
+    def connectionLost(self, reason: Any) -> None:
+        self.call._on_body_end(reason)
+
+
+class _Drop(Protocol):
+    """Body nobody wants: abort the connection instead of reading it."""
+
+    def connectionMade(self) -> None:
+        self.transport.stopProducing()
+
+
+class ShardCall:
+    """One request to one shard.
+
+    Its sink's methods are called from Twisted's HTTP parser; an exception
+    raised there must never escape into it (Twisted would end the body as if
+    it were complete), so every sink call is guarded and an error in the
+    gateway's own code fails the shard loudly instead.
+    """
+
+    def __init__(self, client: UpstreamClient, sink: ShardSink) -> None:
+        self.client = client
+        self.sink = sink
+        self.done = False
+        self.responded = False
+        self.paused = False
+        self._d: Deferred | None = None
+        self._reader: _BodyReader | None = None
+        self._held: IResponse | None = None  # headers in while paused: body not taken yet
+        self._timers: dict[str, Any] = {}  # deadline name -> DelayedCall
+        self._last_data = 0.0  # when body data last came, paused time not counted
+        self._paused_at = 0.0
+        self._chunks: list[bytes] = []  # body data of this reactor turn, not yet handed over
+        self._deliver_call: Any = None
+
+    def start(
+        self, method: bytes, url: bytes, headers: Headers, body: Any, body_sent: Any = None,
+        total_timeout: float | None = None,
+    ) -> None:
+        try:
+            d = self.client.agent.request(method, url, headers, body)
+        except Exception as e:  # e.g. a URL Twisted's client refuses: ours, not the shard's
+            self.done = True
+            self.client.reactor.callLater(0, self._guard, self.sink.failed, ShardError(
+                "internal_error", f"the request could not be made ({e.__class__.__name__}: {e})"))
+            return
+        total = self.client.config.total_timeout
+        self._arm("total_timeout", total if total_timeout is None else total_timeout,
+                  "the shard did not finish within {} s", shown=total)
+        if body_sent is None:
+            self._arm_first_byte()
+        else:
+            body_sent.addCallback(self._body_sent)
+        self._d = d
+        d.addCallbacks(self._on_response, self._on_error)
+
+    # -- control from the caller -----------------------------------------
+
+    def cancel(self) -> None:
+        """Stop at once and close the connection; the sink hears nothing more."""
+        if not self.done:
+            self._stop()
+
+    def pause(self) -> None:
+        """The consumer is full: stop reading from the shard (TCP backpressure).
+
+        Time spent paused is the client's, not the shard's: the idle deadline
+        stops while paused and resumes with what was left of it.
+        """
+        if self.paused or self.done:
+            return
+        self.paused = True
+        self._paused_at = self.client.reactor.seconds()
+        if self._reader is not None:
+            self._reader.transport.pauseProducing()
+            self._cancel_timer("idle_timeout")
+
+    def resume(self) -> None:
+        if not self.paused or self.done:
+            return
+        self.paused = False
+        if self._held is not None:  # the body was never taken: take it now
+            response, self._held = self._held, None
+            self._read(response)
+        elif self._reader is not None:
+            now = self.client.reactor.seconds()
+            self._last_data += now - self._paused_at
+            self._arm_idle(self.client.config.idle_timeout - (now - self._last_data))
+            self._reader.transport.resumeProducing()
+
+    # -- events ------------------------------------------------------------
+
+    def _on_response(self, response: IResponse) -> None:
+        if self.done:
+            response.deliverBody(_Drop())
+            return
+        self._cancel_timer("first_byte_timeout")
+        self.responded = True
+        keep = self._guard(self.sink.response, response)
+        if self.done or not keep:  # refused, or cancelled/failed from inside response()
+            if not self.done:
+                self._stop_timers()
+                self.done = True
+            response.deliverBody(_Drop())
+            return
+        if self.paused:
+            # deliverBody would hand over data Twisted has already buffered,
+            # pause or not: keep the response until the consumer resumes.
+            self._held = response
+            return
+        self._read(response)
+
+    def _read(self, response: IResponse) -> None:
+        self._reader = _BodyReader(self)
+        self._last_data = self.client.reactor.seconds()
+        response.deliverBody(self._reader)
+        if self.done:  # an empty body (204, HEAD) ends inside deliverBody
+            return
+        if self.paused:
+            self._reader.transport.pauseProducing()
+            self._paused_at = self._last_data
+        else:
+            self._arm_idle(self.client.config.idle_timeout)
+
+    def _on_error(self, failure: Any) -> None:
+        if self.done:
+            return
+        self._stop_timers()
+        self.done = True
+        self._guard(self.sink.failed, classify(failure))
+
+    def _on_data(self, data: bytes) -> None:
+        """Twisted hands over every HTTP chunk on its own (a shard that flushes
+        item by item sends thousands); they are gathered and handed to the
+        sink once per reactor turn, as one piece."""
+        if self.done:
+            return
+        self._chunks.append(data)
+        if self._deliver_call is None:
+            self._deliver_call = self.client.reactor.callLater(0, self._deliver)
+
+    def _deliver(self) -> None:
+        self._deliver_call = None
+        chunks = self._chunks
+        if self.done or not chunks:
+            return
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks = []
+        self._last_data = self.client.reactor.seconds()
+        idle = self._timers.get("idle_timeout")
+        if idle is not None:
+            idle.reset(self.client.config.idle_timeout)
+        if not self._guard(self.sink.data, data) and not self.done:
+            self._stop()
+
+    def _on_body_end(self, reason: Any) -> None:
+        if self.done:
+            return
+        if self._deliver_call is not None:  # what came before the end goes first
+            self._deliver_call.cancel()
+            self._deliver()
+            if self.done:
+                return
+        self._stop_timers()
+        self.done = True
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self._guard(self.sink.end)
+        else:
+            self._guard(self.sink.failed, ShardError(
+                "truncated", "the connection closed in the middle of the body"))
+
+    def _guard(self, method: Any, *args: Any) -> Any:
+        """Call the sink; a bug of ours fails this shard, loudly, and nothing else."""
+        try:
+            return method(*args)
+        except Exception:
+            log.failure("internal error while handling a shard response")
+            if not self.done:
+                self._stop()
+                try:
+                    self.sink.failed(ShardError("internal_error",
+                                                "the gateway could not process this shard's data"))
+                except Exception:
+                    log.failure("internal error while reporting a shard failure")
+            return False
+
+    def _expire(self, code: str, message: str) -> None:
+        self._timers.pop(code, None)
+        if self.done:
+            return
+        self._stop()
+        self._guard(self.sink.failed, ShardError(code, message))
+
+    # -- internals -----------------------------------------------------------
+
+    def _arm(self, code: str, seconds: float, message: str, shown: float | None = None) -> None:
+        self._timers[code] = self.client.reactor.callLater(
+            max(seconds, 0.0), self._expire, code, message.format(f"{shown or seconds:g}")
+        )
+
+    def _body_sent(self, result: Any) -> Any:
+        self._arm_first_byte()
+        return result  # the same Deferred is the HTTP client's: pass it on untouched
+
+    def _arm_first_byte(self) -> None:
+        if not self.done and self._reader is None and not self.responded:
+            t = self.client.config.first_byte_timeout
+            self._arm("first_byte_timeout", t, "no response headers within {} s")
+
+    def _arm_idle(self, seconds: float) -> None:
+        t = self.client.config.idle_timeout
+        self._arm("idle_timeout", seconds, "no body data for {} s", shown=t)
+
+    def _stop(self) -> None:
+        self.done = True
+        self._stop_timers()
+        if self._deliver_call is not None:
+            self._deliver_call.cancel()
+            self._deliver_call = None
+        self._chunks = []
+        if self._reader is not None:
+            self._reader.transport.stopProducing()
+        elif self._held is not None:
+            held, self._held = self._held, None
+            held.deliverBody(_Drop())
+        elif self._d is not None:
+            self._d.cancel()
+
+    def _cancel_timer(self, code: str) -> None:
+        timer = self._timers.pop(code, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _stop_timers(self) -> None:
+        for timer in self._timers.values():
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
+
+
+def _reason(failure: Any) -> Any:
+    """The first underlying failure of Twisted's wrapper exceptions."""
+    reasons = getattr(failure.value, "reasons", None)
+    return reasons[0] if reasons else failure
+
+
+def classify(failure: Any) -> ShardError:
+    """Name a failure that happened before the response headers."""
+    if failure.check(ierror.ConnectionRefusedError):
+        return ShardError("connect_refused", "connection refused")
+    if failure.check(ierror.TimeoutError, ierror.ConnectingCancelledError):
+        return ShardError("connect_timeout", "could not connect in time")
+    if failure.check(ierror.DNSLookupError):
+        return ShardError("connect_error", "the shard's host name did not resolve")
+    if failure.check(ierror.ConnectError):
+        return ShardError("connect_error", _reason(failure).getErrorMessage())
+    if failure.check(RequestGenerationFailed, RequestTransmissionFailed):
+        if _reason(failure).check(SSLError):
+            return ShardError("tls_error", "TLS handshake with the shard failed")
+        return ShardError("request_failed", "the request could not be sent in full")
+    if failure.check(ResponseNeverReceived, ResponseFailed):
+        reason = _reason(failure)
+        if reason.check(SSLError):
+            # Not "connect_error": the request (and its body) had been handed
+            # to the TLS layer already, so it does not count as never sent.
+            return ShardError("tls_error", "TLS handshake with the shard failed")
+        return ShardError("no_response", "the connection closed before a response arrived")
+    log.failure("unexpected upstream failure", failure)
+    return ShardError("upstream_error", "the request to the shard failed")

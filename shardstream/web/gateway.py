@@ -1,0 +1,41 @@
+"""Everything a request needs, built from one config: a reload builds a new
+one for new requests while in-flight ones keep the one they started with."""
+
+from __future__ import annotations
+
+from cachetools import TTLCache
+
+from ..core.config import Config, Route
+from ..core.routing import Router
+from ..upstream.balancer import Balancer
+from ..upstream.client import UpstreamClient
+from ..upstream.health import HealthChecker
+
+
+class Gateway:
+    """Everything a request needs, built from one config."""
+
+    def __init__(self, config: Config, client: UpstreamClient,
+                 previous: "Gateway | None" = None) -> None:
+        self.config = config
+        self.client = client
+        self.router = Router(config)
+        self.balancer = Balancer(client.reactor, client, config,
+                                 previous.balancer if previous is not None else None)
+        self.health = HealthChecker(self.balancer, config.health)
+        self._find_caches: dict[str, TTLCache[bytes, str]] = {}
+
+    def start(self) -> None:
+        self.health.start()
+
+    def stop(self) -> None:
+        self.health.stop()
+
+    def find_cache(self, route: Route) -> "TTLCache[bytes, str]":
+        """The owner cache of a find route (path -> shard), bounded in size and age."""
+        cache = self._find_caches.get(route.key)
+        if cache is None:
+            assert route.find is not None
+            cache = TTLCache(route.find.cache_size, route.find.cache_ttl)
+            self._find_caches[route.key] = cache
+        return cache

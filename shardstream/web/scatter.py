@@ -1,0 +1,167 @@
+"""The Twisted side of a scatter request: it feeds the core's
+:class:`~shardstream.core.scatter.Scatter` with shard and client events and
+carries out the actions it returns.
+
+Nothing is decided here. One balanced shard call per shard reports through a
+:class:`~shardstream.upstream.sink.Tagged` sink; the client's transport
+drives this push producer; the actions (pause, resume, cancel a call,
+commit, write, finish, answer, abort, call back at the end of the turn) run
+in the order the core gave them. An action can make Twisted call back into
+here at once (a write that fills the client's buffer pauses us; a resumed
+call can end inside ``resume``): those actions join the same queue, behind
+the ones already given, so the order the core decided is the order of
+execution.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.web.iweb import IResponse
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from ..core import paging
+from ..core.config import Route
+from ..core.errors import ShardError
+from ..core.scatter import (Abort, Action, Answer, Cancel, Commit, Finish, Later, Pause, Resume,
+                            Write, scatter_for)
+from ..upstream.balancer import BalancedCall
+from ..upstream.sink import Tagged
+from .errors import send_json
+from .headers import upstream_request_headers
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+
+@implementer(IPushProducer)
+class ScatterResponse:
+    """One list request. Raises paging.BadListQuery (400) before any shard is asked."""
+
+    def __init__(self, request: Request, gateway: "Gateway", route: Route) -> None:
+        self.request = request
+        self.gateway = gateway
+        self.route = route
+        config = gateway.config
+        self.query = paging.parse(route, request.args, config.cursor_secret,
+                                  request.uri.partition(b"?")[2])
+        accept = request.getHeader(b"accept")
+        self.core = scatter_for(route, self.query, [s.name for s in config.shards],
+                                accept.decode("latin-1") if accept else None,
+                                config.cursor_secret, queue_bound=config.server.merge_queue)
+        self.reactor = gateway.client.reactor
+        self.calls: list[BalancedCall] = []
+        self._queue: deque[Action] = deque()
+        self._running = False
+        self._tick: IDelayedCall | None = None
+
+    def start(self) -> None:
+        request = self.request
+        headers = upstream_request_headers(request, scatter=True)
+        call = self.gateway.balancer.call
+        path = request.uri.partition(b"?")[0]
+        for i, shard in enumerate(self.gateway.config.shards):
+            query = paging.shard_query(self.route, self.query, shard.name)
+            target = path + (b"?" + query if query else b"")
+            self.calls.append(call(shard.name, b"GET", target, headers, None, Tagged(self, i)))
+        request.registerProducer(self, True)  # may pause us at once: the calls exist
+        request.notifyFinish().addErrback(self._client_gone)
+
+    # -- ShardEvents: what the shard calls report -----------------------------------
+
+    def shard_response(self, index: int, response: IResponse) -> bool:
+        self._run(self.core.response(index, response.code, self.calls[index].attempts))
+        return self.core.reading(index)
+
+    def shard_data(self, index: int, data: bytes) -> bool:
+        """The hot path: one call per piece of a shard's body."""
+        actions = self.core.data(index, data)
+        if actions:
+            self._run(actions)
+        return self.core.reading(index)
+
+    def shard_end(self, index: int) -> None:
+        self._run(self.core.end(index))
+
+    def shard_failed(self, index: int, error: ShardError) -> None:
+        self._run(self.core.failed(index, error))
+
+    # -- IPushProducer: the client's transport drives these -------------------------
+
+    def pauseProducing(self) -> None:
+        self._run(self.core.client_paused())
+
+    def resumeProducing(self) -> None:
+        self._run(self.core.client_resumed())
+
+    def stopProducing(self) -> None:
+        self._client_gone(None)
+
+    def _client_gone(self, reason: Any) -> None:
+        if self._tick is not None and self._tick.active():
+            self._tick.cancel()
+        self._tick = None
+        self._run(self.core.client_gone())
+
+    def _turn_over(self) -> None:
+        self._tick = None
+        self._run(self.core.tick())
+
+    # -- carrying out the core's actions --------------------------------------------
+
+    def _run(self, actions: Sequence[Action]) -> None:
+        queue = self._queue
+        queue.extend(actions)
+        if self._running:
+            return  # called back from inside an action: the loop below takes them in turn
+        self._running = True
+        try:
+            do = _DO
+            while queue:
+                action = queue.popleft()
+                do[type(action)](self, action)
+        finally:
+            self._running = False
+
+    def _pause(self, action: Pause) -> None:
+        self.calls[action.shard].pause()
+
+    def _resume(self, action: Resume) -> None:
+        self.calls[action.shard].resume()
+
+    def _cancel(self, action: Cancel) -> None:
+        self.calls[action.shard].cancel()
+
+    def _commit(self, action: Commit) -> None:
+        self.request.setResponseCode(action.status)
+        self.request.setHeader(b"content-type", action.content_type)
+
+    def _write(self, action: Write) -> None:
+        self.request.write(action.data)
+
+    def _finish(self, action: Finish) -> None:
+        self.request.unregisterProducer()
+        self.request.finish()
+
+    def _answer(self, action: Answer) -> None:
+        self.request.unregisterProducer()
+        send_json(self.request, action.status, action.body)
+
+    def _abort(self, action: Abort) -> None:
+        self.request.unregisterProducer()
+        self.request.channel.transport.abortConnection()
+
+    def _later(self, action: Later) -> None:
+        self._tick = self.reactor.callLater(0, self._turn_over)
+
+
+_DO: dict[type, Callable[[Any, Any], None]] = {
+    Pause: ScatterResponse._pause, Resume: ScatterResponse._resume,
+    Cancel: ScatterResponse._cancel, Commit: ScatterResponse._commit,
+    Write: ScatterResponse._write, Finish: ScatterResponse._finish,
+    Answer: ScatterResponse._answer, Abort: ScatterResponse._abort,
+    Later: ScatterResponse._later,
+}

@@ -1,0 +1,175 @@
+"""The twisted.web side: the site, its connections, and one leaf resource
+that dispatches every request to the response of its route's mode.
+
+A request is matched against the current :class:`~shardstream.web.gateway.Gateway`
+once, when its headers are in; a reload swaps the gateway for new requests
+while in-flight ones keep the one they started with.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import orjson
+from twisted.logger import Logger
+from twisted.web import http, server
+from twisted.web.resource import Resource
+
+from ..core.errors import BodyTooLarge, ClientError, error_body
+from ..core.routing import Match
+from . import relay as relay_mode
+from .errors import refuse, respond_error
+from .find import FindResponse
+from .gateway import Gateway
+from .relay import Relay
+from .scatter import ScatterResponse
+
+HEALTH_PATH = b"/healthz"
+log = Logger(namespace="shardstream")
+
+
+class GatewayResource(Resource):
+    isLeaf = True
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__()
+        self.gateway = gateway
+
+    def render(self, request: Any) -> Any:
+        gateway = getattr(request, "gateway", None) or self.gateway
+        if request.path == HEALTH_PATH and request.method in (b"GET", b"HEAD"):
+            request.setHeader(b"content-type", b"application/json")
+            request.setHeader(b"cache-control", b"no-store")
+            return orjson.dumps({"status": "ok", "shards": gateway.balancer.status()})
+        try:
+            match = getattr(request, "match", None) or gateway.router.match_request(
+                request.method, request.uri)
+            if getattr(request, "too_large", False):
+                limit = gateway.config.max_body(match.route)
+                raise BodyTooLarge(f"the request body is over {limit} bytes")
+            if getattr(request, "relay", None) is not None:
+                request.relay.attach()  # started when the headers came in
+            elif match.route.mode == "scatter":
+                ScatterResponse(request, gateway, match.route).start()
+            elif match.route.mode == "find":
+                FindResponse(request, gateway, match).start()
+            else:
+                relay_mode.start(request, gateway, match)
+        except ClientError as e:
+            refuse(request, e)
+        except Exception:
+            log.failure("internal error while starting {method} {uri}",
+                        method=request.method, uri=request.uri)
+            if not request.startedWriting and not request.finished:
+                respond_error(request, 500, "internal_error",
+                              "the gateway failed on this request; it is logged")
+        return server.NOT_DONE_YET
+
+
+class GatewayRequest(server.Request):
+    """A request that is bounded by its route's ``max_body`` and pinned to one gateway.
+
+    Its gateway and route are chosen when its headers are in, so a reload
+    never changes the rules in the middle of a request. A route-mode request
+    whose body needs no rewrite is started at that moment too, and its body
+    streamed to the shard as it arrives; any other body is spooled by
+    twisted.web as usual. Past the limit we keep reading (so the connection
+    stays usable) but store and forward nothing.
+    """
+
+    too_large = False
+    gateway: Gateway | None = None
+    match: Match | None = None
+    relay: Relay | None = None
+    _received = 0
+    _limit = 0
+
+    def gotLength(self, length: int | None) -> None:
+        gateway = self.gateway = self.channel.site.resource.gateway
+        try:
+            self.match = gateway.router.match_request(self.channel._command, self.channel._path)
+        except ClientError:
+            self.match = None  # render answers it, once the (bounded) body is read
+        self._limit = gateway.config.max_body(self.match.route if self.match else None)
+        if length is not None and length > self._limit:
+            self.too_large = True
+            self.content = io.BytesIO()
+            return
+        if length != 0 and self.match is not None:
+            try:
+                self.relay = relay_mode.start_streaming(self, gateway, self.match, length)
+            except Exception:
+                self.relay = None  # render answers it, once the (bounded) body is read
+            if self.relay is not None:
+                self.content = io.BytesIO()
+                return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.too_large:
+            return
+        self._received += len(data)
+        if self._received > self._limit:
+            self.too_large = True
+            if self.relay is not None:
+                self.relay.cancel()  # the shard gets a cut body and a reset: nothing written
+            else:
+                self.content.close()
+                self.content = io.BytesIO()
+            return
+        if self.relay is not None:
+            self.relay.upload.write(data)
+        else:
+            super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.relay is not None and not self.too_large:
+            self.relay.upload.finish()
+        super().requestReceived(command, path, version)
+
+
+class _Channel(http.HTTPChannel):
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.site.channels.add(self)
+        gateway = getattr(self.site.resource, "gateway", None)
+        if gateway is not None and hasattr(self.transport, "bufferSize"):
+            # Bytes Twisted queues for this client before it pauses our producer
+            # (and so the shards): the per-response memory bound for slow readers.
+            self.transport.bufferSize = gateway.config.server.write_buffer
+
+    def connectionLost(self, reason: Any) -> None:
+        self.site.channels.discard(self)
+        super().connectionLost(reason)
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """twisted.web's answer to a request it cannot parse, as our JSON error."""
+        body = error_body("bad_request", "the request is not valid HTTP/1.1 (a malformed "
+                          "request line or header, or bytes outside ASCII in the target)")
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                             % (len(body), body))
+        self.loseConnection()
+
+
+class TrackingSite(server.Site):
+    """A Site that knows its open connections, to close them on the way out."""
+
+    protocol = _Channel
+
+    def __init__(self, resource: Any, quiet: bool = False, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
+        self.channels: set[_Channel] = set()
+        if quiet:
+            self.log = lambda request: None
+
+    def abort_all(self) -> None:
+        for channel in list(self.channels):
+            channel.transport.abortConnection()
+
+
+def make_site(gateway: Gateway) -> TrackingSite:
+    site = TrackingSite(GatewayResource(gateway), quiet=not gateway.config.server.access_log)
+    site.requestFactory = GatewayRequest
+    return site

@@ -1,0 +1,228 @@
+"""Config validation: every error names the file, the key and the problem."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from shardstream.core import config
+from shardstream.daemon.startup import load_config
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+GOOD = """
+[server]
+listen = "tcp:8080:interface=127.0.0.1"
+
+[upstream]
+connect_timeout = 1
+first_byte_timeout = 2.5
+
+[shards.s1]
+urls = ["http://127.0.0.1:9001/"]
+[shards.s2]
+urls = ["https://shard2.internal:8443/api"]
+
+[[routes]]
+path = "/v3/events"
+mode = "scatter"
+items = "data.item"
+
+[[routes]]
+path = "/v3/vendors/{vendor_id}/events"
+mode = "route"
+shard_key = "vendor_id"
+
+[shard_map.vendor_id]
+v100 = "s1"
+v200 = "s2"
+"""
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "gw.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_good_config_loads_into_immutable_objects(tmp_path):
+    c = config.load(write(tmp_path, GOOD))
+    assert c.upstream.connect_timeout == 1.0 and c.upstream.idle_timeout == 10.0
+    assert [s.name for s in c.shards] == ["s1", "s2"]
+    assert c.shards[0].urls == ("http://127.0.0.1:9001",)
+    assert c.shards[1].urls == ("https://shard2.internal:8443/api",)
+    assert c.routes[0].methods == frozenset({"GET"}) and c.routes[1].methods is None
+    assert c.shard_map["vendor_id"]["v200"] == "s2"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.server.listen = "x"
+    with pytest.raises(TypeError):
+        c.shard_map["vendor_id"]["v300"] = "s1"
+
+
+BAD = [
+    (GOOD.replace('mode = "scatter"', 'mode = "fanout"'), "routes[0].mode", "must be one of"),
+    (GOOD.replace('items = "data.item"', ""), "routes[0].items", "is required"),
+    (GOOD.replace('shard_key = "vendor_id"', 'shard_key = "vendor"'), "routes[1].shard_key",
+     "not a parameter"),
+    (GOOD.replace("[shard_map.vendor_id]", "[shard_map.other]"), "routes[1].shard_key",
+     "no [shard_map.vendor_id]"),
+    (GOOD.replace('v200 = "s2"', 'v200 = "s9"'), "shard_map.vendor_id.v200", "'s9'"),
+    (GOOD.replace("first_byte_timeout = 2.5", "first_byte_timeout = -1"),
+     "upstream.first_byte_timeout", "greater than 0"),
+    (GOOD.replace("first_byte_timeout = 2.5", 'first_byte_timeout = "5s"'),
+     "upstream.first_byte_timeout", "must be a number"),
+    (GOOD.replace("first_byte_timeout = 2.5", "first_bite_timeout = 2.5"),
+     "upstream.first_bite_timeout", "unknown key"),
+    (GOOD.replace('urls = ["http://127.0.0.1:9001/"]', 'urls = ["ftp://x"]'), "shards.s1.urls",
+     "http://"),
+    (GOOD.replace('urls = ["http://127.0.0.1:9001/"]', "urls = []"), "shards.s1.urls",
+     "non-empty list"),
+    (GOOD.replace("[shards.s1]", "[shards.\"s 1\"]"), "shards.s 1", "letters, digits"),
+    (GOOD.replace('listen = "tcp:8080:interface=127.0.0.1"', 'listen = "tcp:http"'),
+     "server.listen", "not a valid Twisted endpoint"),
+    (GOOD.replace('path = "/v3/events"', 'path = "v3/events"'), "routes[0].path", "start with '/'"),
+    (GOOD.replace('"/v3/vendors/{vendor_id}/events"', '"/v3/vendors/x{vendor_id}/events"'),
+     "routes[1].path", "whole segment"),
+    (GOOD.replace('mode = "scatter"', 'mode = "scatter"\nmethods = ["GET", "POST"]'),
+     "routes[0].methods", "never fanned out"),
+    (GOOD.replace('mode = "scatter"', 'mode = "scatter"\nmethods = ["FETCH"]'),
+     "routes[0].methods", "'FETCH'"),
+    (GOOD + '\n[[routes]]\npath = "/v3/events"\nmode = "scatter"\nitems = "item"\n',
+     "routes[2].path", "already served by routes[0]"),
+    (GOOD + "\n[extra]\nx = 1\n", "extra", "unknown key"),
+    (GOOD.replace("[[routes]]", "[[rutes]]"), "routes", "at least one"),
+    ("[server]\nlisten = 'tcp:1'\n", "shards", "is required"),
+    ("this is = not toml", "", "invalid TOML"),
+    (GOOD.replace('urls = ["http://127.0.0.1:9001/"]',
+                  'urls = ["http://127.0.0.1:9001/", "http://127.0.0.1:9001"]'),
+     "shards.s1.urls", "listed twice"),
+    (GOOD.replace("first_byte_timeout = 2.5", "retries = -1"), "upstream.retries",
+     "at least 0"),
+    (GOOD.replace("first_byte_timeout = 2.5", "retry_budget = 1.5"), "upstream.retry_budget",
+     "at most 1"),
+    (GOOD + '\n[health]\npath = "healthz"\n', "health.path", "start with '/'"),
+    (GOOD + '\n[health]\npath = "/h"\ninterval = 1.0\ntimeout = 2.0\n', "health.timeout",
+     "shorter than interval"),
+    (GOOD + '\n[health]\nintervall = 1\n', "health.intervall", "unknown key"),
+    (GOOD + '\n[outlier]\nconsecutive_failures = 0\n', "outlier.consecutive_failures",
+     "greater than 0"),
+    (GOOD + '\n[outlier]\nbase_ejection = 10\nmax_ejection = 5\n', "outlier.max_ejection",
+     "at least base_ejection"),
+    (GOOD.replace('mode = "scatter"', 'mode = "scatter"\npartial = "no"'), "routes[0].partial",
+     "true or false"),
+]
+
+
+def test_replica_and_health_keys_load(tmp_path):
+    text = GOOD.replace('urls = ["http://127.0.0.1:9001/"]',
+                        'urls = ["http://127.0.0.1:9001/", "http://127.0.0.1:9011"]')
+    text += '\n[health]\npath = "/healthz"\ninterval = 2\n[outlier]\nmax_ejection = 60\n'
+    text = text.replace('mode = "scatter"', 'mode = "scatter"\npartial = false')
+    c = config.load(write(tmp_path, text))
+    assert c.shards[0].urls == ("http://127.0.0.1:9001", "http://127.0.0.1:9011")
+    assert (c.health.path, c.health.interval, c.health.timeout) == ("/healthz", 2.0, 1.0)
+    assert (c.outlier.consecutive_failures, c.outlier.max_ejection) == (5, 60.0)
+    assert c.routes[0].scatter.partial is False
+    assert (c.upstream.retries, c.upstream.retry_budget, c.upstream.retry_budget_min) == (2, 0.2, 10)
+
+
+@pytest.mark.parametrize("text,key,problem", BAD)
+def test_errors_name_file_key_and_problem(tmp_path, text, key, problem):
+    path = write(tmp_path, text)
+    with pytest.raises(config.ConfigError) as e:
+        load_config(path)  # the daemon's loader: the core's, with Twisted judging server.listen
+    assert e.value.key == key
+    assert problem in e.value.problem
+    assert str(e.value).startswith(f"{path}: {key}" if key else path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(config.ConfigError) as e:
+        config.load(str(tmp_path / "nope.toml"))
+    assert "cannot read" in str(e.value) and "nope.toml" in str(e.value)
+
+
+def _documented_keys() -> set[str]:
+    keys = {f.name for cls in (config.ServerConfig, config.UpstreamConfig, config.Route,
+                               config.ScatterOptions, config.RelayOptions, config.OwnerOptions,
+                               config.FindOptions, config.HealthConfig, config.OutlierConfig)
+            for f in dataclasses.fields(cls)} - {"key", "scatter", "relay", "owner", "find"}
+    keys |= {"urls", "secret_env", "secret_file"}
+    return keys
+
+
+@pytest.mark.parametrize("doc", ["etc/shardstream.toml", "README.md"])
+def test_every_config_key_is_documented(doc):
+    text = (ROOT / doc).read_text()
+    missing = [k for k in sorted(_documented_keys()) if not re.search(rf"\b{k}\b", text)]
+    assert missing == []
+
+
+def test_the_example_config_is_valid(monkeypatch):
+    monkeypatch.setenv("SHARDSTREAM_CURSOR_SECRET", "x" * 32)
+    c = config.load(str(ROOT / "etc" / "shardstream.toml"))
+    assert c.routes and c.shards and c.cursor_secret == b"x" * 32
+    monkeypatch.delenv("SHARDSTREAM_CURSOR_SECRET")
+    with pytest.raises(config.ConfigError) as e:
+        config.load(str(ROOT / "etc" / "shardstream.toml"))
+    assert e.value.key == "cursor.secret_env"
+
+
+ISSUE4 = GOOD + """
+[[routes]]
+path = "/v3/events/{event_id}"
+mode = "route"
+global_id = "event_id"
+id_fields = ["id"]
+
+[[routes]]
+path = "/v3/events"
+methods = ["POST"]
+mode = "route"
+shard_key_body = "vendor_id"
+max_body = 1000
+
+[[routes]]
+path = "/v3/vendors/{vendor_id}"
+mode = "find"
+"""
+
+
+@pytest.mark.parametrize("text,key,problem", [
+    (ISSUE4.replace('global_id = "event_id"', 'global_id = "id"'), "routes[2].global_id",
+     "not a parameter"),
+    (ISSUE4.replace('global_id = "event_id"', 'global_id = "event_id"\nshard_key = "event_id"'),
+     "routes[2].shard_key", "exactly one of"),
+    (ISSUE4.replace('shard_key_body = "vendor_id"', ""), "routes[3].shard_key", "exactly one of"),
+    (ISSUE4.replace('mode = "find"', 'mode = "find"\nmethods = ["DELETE"]'),
+     "routes[4].methods", "GET and HEAD only"),
+    (ISSUE4.replace('mode = "find"', 'mode = "find"\nshard_key = "vendor_id"'),
+     "routes[4].shard_key", "no owner key"),
+    (ISSUE4.replace('items = "data.item"', 'items = "data.item"\nsort = ["a..b"]'),
+     "routes[0].sort", "dotted path"),
+    (ISSUE4.replace('items = "data.item"', 'items = "data.item"\nmax_limit = 0'),
+     "routes[0].max_limit", "greater than 0"),
+    (ISSUE4.replace('items = "data.item"',
+                    'items = "data.item"\nmax_limit = 5\ndefault_limit = 6'),
+     "routes[0].default_limit", "above max_limit"),
+    (ISSUE4 + '[cursor]\nsecret_env = "SHARDSTREAM_TEST_UNSET_VAR"\n', "cursor.secret_env",
+     "not set"),
+    (ISSUE4 + '[cursor]\nsecret_file = "/nonexistent/key"\n', "cursor.secret_file",
+     "cannot read"),
+])
+def test_issue4_keys_are_validated(tmp_path, text, key, problem):
+    with pytest.raises(config.ConfigError) as e:
+        config.load(write(tmp_path, text))
+    assert (e.value.key, problem in e.value.problem) == (key, True), str(e.value)
+
+
+def test_cursor_secret_file(tmp_path):
+    (tmp_path / "key").write_bytes(b"k" * 20 + b"\n")
+    c = config.load(write(tmp_path, ISSUE4 + f'[cursor]\nsecret_file = "{tmp_path}/key"\n'))
+    assert c.cursor_secret == b"k" * 20
+    assert c.routes[4].find.cache_size == 10000 and c.routes[3].relay.max_body == 1000

@@ -1,0 +1,462 @@
+"""The scatter state machine, fed events directly: the document it builds, and
+every decision it returns as actions (write, pause, cancel, commit, answer,
+abort). The property tests run whole cursor chains through it with
+simulated shards that answer exactly what the gateway asks for (sort, limit,
+offset), feeding their bytes in random interleavings and chunk sizes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from urllib.parse import parse_qs
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orders import reference_cmp
+
+from shardstream.core import config, paging
+from shardstream.core.encode import JSONListEncoder, NDJSONEncoder
+from shardstream.core.errors import ShardError
+from shardstream.core.merge import OrderedMerge, sort_key
+from shardstream.core.scatter import (ABORT, FINISH, LATER, Answer, Cancel, Commit, Pause, Resume,
+                                      Scatter, Write, scatter_for)
+
+SECRET = b"s" * 32
+
+
+class Shell:
+    """Carries out a Scatter's actions as the Twisted shell does, and records them."""
+
+    def __init__(self, scatter: Scatter) -> None:
+        self.sc = scatter
+        self.body = b""
+        self.status: int | None = None
+        self.content_type: bytes | None = None
+        self.finished = self.aborted = False
+        self.answer: Answer | None = None
+        self.cancelled: list[int] = []
+        self.paused: set[int] = set()
+        self.later = False
+        self.log: list = []  # every action, in order
+
+    def run(self, actions) -> None:
+        for a in actions:
+            self.log.append(a)
+            assert not (self.finished or self.aborted or self.answer), f"{a} after the end"
+            if isinstance(a, Commit):
+                assert self.status is None
+                self.status, self.content_type = a.status, a.content_type
+            elif isinstance(a, Write):
+                assert self.status == 200
+                self.body += a.data
+            elif a is FINISH:
+                self.finished = True
+            elif a is ABORT:
+                self.aborted = True
+            elif isinstance(a, Answer):
+                self.answer = a
+            elif isinstance(a, Cancel):
+                self.cancelled.append(a.shard)
+            elif isinstance(a, Pause):
+                self.paused.add(a.shard)
+            elif isinstance(a, Resume):
+                self.paused.discard(a.shard)
+            elif a is LATER:
+                assert not self.later, "one tick asked for at a time"
+                self.later = True
+
+    def data(self, i: int, chunk: bytes) -> bool:
+        self.run(self.sc.data(i, chunk))
+        return self.sc.reading(i)
+
+    def end(self, i: int) -> None:
+        self.run(self.sc.end(i))
+
+    def failed(self, i: int, error: ShardError) -> None:
+        self.run(self.sc.failed(i, error))
+
+    def turn(self) -> None:
+        """The reactor turn is over: the tick the scatter asked for."""
+        if self.later:
+            self.later = False
+            self.run(self.sc.tick())
+
+    def doc(self):
+        return json.loads(self.body)
+
+
+def body(n, shard):
+    return json.dumps({"data": [{"s": shard, "i": i} for i in range(n)], "meta": {"total": n}}).encode()
+
+
+def sorted_body(keys):
+    return json.dumps({"data": [{"k": k} for k in keys]}).encode()
+
+
+# -- the document ------------------------------------------------------------------------
+
+
+def test_scatter_streams_items_as_they_arrive_and_closes_with_meta():
+    sc = Scatter(["a", "b"], "data.item", JSONListEncoder())
+    out = Shell(sc)
+    assert out.body == b"" and out.status is None
+    b = body(3, "a")
+    assert out.data(0, b[:30])
+    first = out.body
+    assert first.startswith(b'{"data":[{"s":"a","i":0}')
+    assert out.data(0, b[30:])
+    out.end(0)
+    assert not sc.done
+    out.failed(1, ShardError("idle_timeout", "no body data for 1 s"))
+    assert sc.done and out.finished
+    doc = out.doc()
+    assert [x["i"] for x in doc["data"]] == [0, 1, 2]
+    assert doc["meta"]["shards"] == {
+        "total": 2, "succeeded": 1,
+        "failed": [{"shard": "b", "error": "idle_timeout", "message": "no body data for 1 s",
+                    "status": None, "attempts": 1, "items_delivered": 0}],
+    }
+    assert sc.closed and sc.tick() == ()
+
+
+def test_scatter_counts_items_delivered_before_a_shard_failed():
+    sc = Scatter(["a"], "data.item", JSONListEncoder())
+    out = Shell(sc)
+    b = body(10, "a")
+    cut = b.index(b'"i": 4}') + 7
+    assert out.data(0, b[:cut])
+    assert not out.data(0, b"garbage")
+    assert not sc.reading(0)
+    doc = out.doc()
+    assert len(doc["data"]) == 5
+    (f,) = doc["meta"]["shards"]["failed"]
+    assert (f["error"], f["items_delivered"]) == ("malformed_json", 5)
+
+
+def test_scatter_truncated_body_fails_at_end():
+    sc = Scatter(["a"], "data.item", JSONListEncoder())
+    out = Shell(sc)
+    b = body(4, "a")
+    out.data(0, b[: len(b) // 2])
+    out.end(0)
+    assert sc.all_failed
+    assert sc.failures[0].code == "truncated"
+
+
+def test_scatter_ignores_events_after_a_shard_ended():
+    sc = Scatter(["a"], "data.item", JSONListEncoder())
+    out = Shell(sc)
+    out.data(0, body(1, "a"))
+    out.end(0)
+    assert not out.data(0, b"more")
+    assert sc.failed(0, ShardError("x", "y")) == ()
+    assert out.doc()["meta"]["shards"]["failed"] == []
+
+
+def test_scatter_with_no_items_at_all_is_still_a_document():
+    sc = Scatter(["a", "b"], "data.item", NDJSONEncoder())
+    out = Shell(sc)
+    out.data(0, b'{"data":[]}')
+    out.end(0)
+    out.data(1, b'{"data":[]}')
+    out.end(1)
+    assert out.body == b'{"meta":{"shards":{"total":2,"succeeded":2,"failed":[]}}}\n'
+    assert out.content_type == b"application/x-ndjson"
+
+
+def _nest(depth):
+    x = 1
+    for _ in range(depth - 1):
+        x = {"a": x}
+    return {"id": 1, "a": x}  # `depth` containers in all
+
+
+def test_an_item_as_deep_as_orjson_allows_is_delivered_in_a_batch_and_nothing_is_lost():
+    """orjson's depth limit counts the batch's own list: an item that encodes
+    alone must not fail, or take other shards' items down with it."""
+    deep = _nest(254)
+    deep["k"] = 3
+    sc = Scatter(["a", "b"], "data.item", JSONListEncoder(), OrderedMerge(2, key=lambda i: i["k"]))
+    out = Shell(sc)
+    out.data(0, json.dumps({"data": [{"k": 4}, {"k": 5}]}).encode())
+    out.data(1, json.dumps({"data": [{"k": 2}, deep, {"k": 6}]}).encode())
+    out.end(0)
+    out.end(1)
+    doc = out.doc()
+    assert [i["k"] for i in doc["data"]] == [2, 3, 4, 5, 6]
+    assert doc["meta"]["shards"]["failed"] == []
+
+
+def test_an_unencodable_item_queued_by_a_shard_that_had_ended_fails_that_shard():
+    """Its items after the bad one are dropped: the meta must say so, not
+    count the shard as complete."""
+    sc = Scatter(["a", "b"], "data.item", JSONListEncoder(), OrderedMerge(2, key=lambda i: i["k"]))
+    out = Shell(sc)
+    out.data(0, json.dumps({"data": [{"k": 1}, _nest(600) | {"k": 2}, {"k": 3}]}).encode())
+    out.end(0)  # ended cleanly, its items still queued: shard b has said nothing
+    out.data(1, sorted_body([5]))
+    out.end(1)
+    doc = out.doc()
+    assert [i["k"] for i in doc["data"]] == [1, 5]
+    (f,) = doc["meta"]["shards"]["failed"]
+    assert (f["shard"], f["error"], f["items_delivered"]) == ("a", "unencodable_item", 1)
+    assert doc["meta"]["shards"]["succeeded"] == 1
+
+
+# -- the decisions -------------------------------------------------------------------------
+
+
+def test_the_first_item_is_written_at_once_and_later_bytes_once_per_turn():
+    sc = Scatter(["a", "b"], "data.item", JSONListEncoder())
+    out = Shell(sc)
+    out.data(1, b'{"data":[{"i":1},')
+    assert [type(a) for a in out.log] == [Commit, Write]  # no tick waited for
+    assert out.status == 200 and out.content_type == b"application/json"
+    n = len(out.log)
+    out.data(1, b'{"i":2},')
+    out.data(0, b'{"data":[{"i":3}')
+    assert out.log[n:] == [LATER] and out.body == b'{"data":[{"i":1}'  # one tick for both
+    out.turn()
+    assert out.body == b'{"data":[{"i":1},{"i":2},{"i":3}'
+
+
+def test_a_sorted_merge_pauses_a_shard_whose_queue_is_full_and_resumes_it_when_drained():
+    sc = Scatter(["fast", "slow"], "data.item", JSONListEncoder(),
+                 OrderedMerge(2, sort_key("k")), queue_bound=3)
+    out = Shell(sc)
+    out.data(0, b'{"data":[{"k":1},{"k":2},')
+    assert out.paused == set()
+    out.data(0, b'{"k":3},{"k":4},')
+    assert out.paused == {0}  # four queued, waiting for the slow shard's head
+    out.turn()
+    assert out.paused == {0}  # still full: nothing could leave
+    out.data(1, sorted_body([10]))
+    out.turn()
+    assert out.paused == set() and Resume(0) in out.log
+    assert [i["k"] for i in json.loads(out.body + b"]}")["data"]] == [1, 2, 3, 4]
+
+
+def test_a_slow_client_pauses_every_shard_and_its_return_resumes_them():
+    sc = Scatter(["a", "b", "c"], "data.item", JSONListEncoder())
+    out = Shell(sc)
+    out.data(2, body(1, "c"))
+    out.end(2)
+    out.run(sc.client_paused())
+    assert out.paused == {0, 1}  # shard c has ended: nothing to hold
+    out.run(sc.client_resumed())
+    assert out.paused == set()
+
+
+def test_control_actions_come_before_the_bytes_they_go_with():
+    """The shell runs actions in order: a write that fills the client's buffer
+    pauses us at once, and a resume given after it would undo that pause."""
+    sc = Scatter(["a", "b"], "data.item", JSONListEncoder(), OrderedMerge(2, sort_key("k")),
+                 queue_bound=1)
+    out = Shell(sc)
+    out.data(0, b'{"data":[{"k":1},{"k":2},')
+    out.data(1, b'{"data":[{"k":3},')
+    out.turn()
+    kinds = [type(a) for a in out.log]
+    assert Resume in kinds and Write in kinds
+    assert max(i for i, k in enumerate(kinds) if k is Resume) < max(
+        i for i, k in enumerate(kinds) if k is Write)
+
+
+def test_once_the_limit_is_reached_the_shards_not_needed_are_cancelled():
+    """Past the limit a shard is read only until it is known whether it has more."""
+    sc = Scatter(["a", "b", "c"], "data.item", JSONListEncoder(), limit=2, quota=2)
+    out = Shell(sc)
+    out.data(0, b'{"data":[{"i":1},{"i":2},')  # the page is full
+    assert out.cancelled == [] and sc.reading(1) and sc.reading(2)
+    out.data(1, b'{"data":[{"i":10},')
+    assert out.cancelled == [1]  # b has more: all the next cursor needs to know
+    out.data(0, b'{"i":3}')
+    assert out.cancelled == [1, 0]
+    out.data(2, b'{"data":[]}')
+    out.end(2)
+    assert out.finished
+    doc = out.doc()
+    assert [i["i"] for i in doc["data"]] == [1, 2]
+    assert doc["meta"]["shards"]["succeeded"] == 3
+
+
+def test_a_shard_that_fails_in_the_gateway_is_cancelled_but_one_that_failed_itself_is_not():
+    sc = Scatter(["a", "b", "c"], "data.item", JSONListEncoder())
+    out = Shell(sc)
+    out.data(0, b'{"data":[nope')
+    assert out.cancelled == [0]
+    out.failed(1, ShardError("connect_refused", "connection refused"))
+    out.run(sc.response(2, 503, attempts=2))
+    assert out.cancelled == [0] and not sc.reading(2)  # their calls ended themselves
+    assert out.answer is not None and out.status is None
+    assert json.loads(out.answer.body)["error"]["meta"]["shards"]["failed"][2]["attempts"] == 2
+
+
+def test_every_shard_failing_first_is_an_error_answer_with_the_meta():
+    sc = Scatter(["a", "b"], "data.item", JSONListEncoder())
+    out = Shell(sc)
+    out.failed(0, ShardError("first_byte_timeout", "no response headers within 1 s"))
+    assert out.answer is None
+    out.failed(1, ShardError("idle_timeout", "no body data for 1 s"))
+    assert out.answer.status == 504 and out.status is None
+    error = json.loads(out.answer.body)["error"]
+    assert error["code"] == "shards_timeout"
+    assert [f["shard"] for f in error["meta"]["shards"]["failed"]] == ["a", "b"]
+
+
+def test_strict_mode_names_every_shard_failing_in_the_same_turn():
+    sc = Scatter(["a", "b", "c"], "data.item", JSONListEncoder(), strict=True)
+    out = Shell(sc)
+    out.failed(0, ShardError("connect_refused", "connection refused"))
+    assert out.later and out.answer is None  # wait for the turn: others may fail with it
+    out.failed(2, ShardError("connect_refused", "connection refused"))
+    out.turn()
+    assert out.cancelled == [1]
+    assert out.answer.status == 502
+    error = json.loads(out.answer.body)["error"]
+    assert error["code"] == "shard_failed" and "shard a, c failed" in error["message"]
+
+
+def test_strict_mode_aborts_a_committed_response():
+    sc = Scatter(["a", "b"], "data.item", JSONListEncoder(), strict=True)
+    out = Shell(sc)
+    out.data(0, b'{"data":[{"i":1},')
+    assert out.status == 200
+    out.failed(1, ShardError("truncated", "the connection closed in the middle of the body"))
+    assert out.aborted and out.cancelled == [0] and not out.finished
+
+
+def test_a_client_gone_cancels_every_shard_still_reading_and_ends_the_machine():
+    sc = Scatter(["a", "b", "c"], "data.item", JSONListEncoder())
+    out = Shell(sc)
+    out.data(0, b'{"data":[{"i":1},')
+    out.failed(1, ShardError("connect_refused", "connection refused"))
+    out.run(sc.client_gone())
+    assert sorted(out.cancelled) == [0, 2]
+    assert sc.data(0, b'{"i":2}]}') == () and sc.tick() == () and sc.client_gone() == ()
+
+
+def test_the_factory_builds_from_route_query_accept_and_secret():
+    route = config.parse({"shards": {"s1": {"urls": ["http://127.0.0.1:1"]}},
+                          "routes": [{"path": "/x", "mode": "scatter", "items": "item",
+                                      "sort": ["k"], "partial": False}]}).routes[0]
+    q = paging.parse(route, {b"sort": [b"-k"], b"limit": [b"1"]}, SECRET)
+    sc = scatter_for(route, q, ["a", "b"], "application/x-ndjson", SECRET)
+    out = Shell(sc)
+    out.data(0, b'[{"k":3},{"k":1}]')
+    out.data(1, b'[{"k":2}]')
+    out.end(1)
+    out.end(0)
+    assert out.content_type == b"application/x-ndjson"
+    lines = out.body.splitlines()
+    assert json.loads(lines[0]) == {"k": 3}  # descending, limit 1
+    cursor = json.loads(lines[1])["meta"]["next_cursor"]
+    assert paging.parse(route, {b"cursor": [cursor.encode()]}, SECRET).positions == {"a": 1, "b": 0}
+    strict = scatter_for(route, q, ["a"], None, SECRET)
+    assert strict.failed(0, ShardError("x", "y")) == [LATER]  # partial = false: strict
+
+
+# -- whole cursor chains through the Scatter ---------------------------------------------
+
+ROUTE = config.parse({"shards": {"s1": {"urls": ["http://127.0.0.1:1"]}},
+                      "routes": [{"path": "/v3/events", "mode": "scatter", "items": "data.item",
+                                  "sort": ["k", "p.q"], "max_limit": 50, "total": "meta.total",
+                                  "id_fields": ["id"]}]}, "<test>").routes[0]
+
+key_values = st.one_of(st.none(), st.integers(-3, 3), st.sampled_from(["a", "b", "B", "é"]))
+shard_contents = st.lists(st.lists(key_values, max_size=12), min_size=1, max_size=4)
+
+
+def args(**kw):
+    return {k.encode(): [str(v).encode()] for k, v in kw.items()}
+
+
+def shard_body(items, query: dict[str, list[str]]) -> bytes:
+    """A shard that does what it is asked: sort (stable), offset, limit, total."""
+    ordered = list(items)
+    if "sort" in query:
+        spec = query["sort"][0]
+        ordered.sort(key=sort_key(spec.lstrip("-"), spec.startswith("-")))
+    offset = int(query.get("offset", ["0"])[0])
+    page = ordered[offset:]
+    if "limit" in query:
+        page = page[: int(query["limit"][0])]
+    return json.dumps({"data": page, "meta": {"total": len(items)}}).encode()
+
+
+def run_page(shards, route, client_args, rng):
+    names = [f"s{i}" for i in range(len(shards))]
+    q = paging.parse(route, client_args, SECRET)
+    sc = scatter_for(route, q, names, None, SECRET)
+    out = Shell(sc)
+    bodies = {}
+    for i, name in enumerate(names):
+        query = paging.shard_query(route, q, name).decode()
+        bodies[i] = shard_body(shards[i], parse_qs(query))
+    pending = dict(bodies)
+    while pending:
+        i = rng.choice(sorted(pending))
+        body = pending[i]
+        n = rng.randint(1, 40)
+        chunk, pending[i] = body[:n], body[n:]
+        out.data(i, chunk)
+        if not pending[i]:
+            del pending[i]
+            out.end(i)
+        for j in out.cancelled:
+            pending.pop(j, None)
+        if rng.random() < 0.5:
+            out.turn()
+    out.turn()
+    assert sc.done and sc.closed and out.finished
+    return out.doc()
+
+
+@settings(max_examples=150, deadline=None)
+@given(shard_contents, st.integers(1, 7), st.booleans(), st.booleans(), st.randoms())
+def test_following_cursors_returns_every_item_once_in_global_order(
+        keys, page, descending, sorted_, rng):
+    shards = [[{"k": k, "s": s, "n": n} if k is not None else {"s": s, "n": n}
+               for n, k in enumerate(ks)] for s, ks in enumerate(keys)]
+    route = ROUTE
+    first = {"limit": page}
+    if sorted_:
+        first["sort"] = "-k" if descending else "k"
+    got, client_args, pages = [], args(**first), 0
+    while True:
+        doc = run_page(shards, route, client_args, rng)
+        pages += 1
+        assert len(doc["data"]) <= page
+        got += doc["data"]
+        assert doc["meta"]["total"] == sum(len(s) for s in shards)
+        cursor = doc["meta"]["next_cursor"]
+        if cursor is None:
+            break
+        assert doc["data"], "a cursor must not lead to an empty page here"
+        client_args = args(cursor=cursor)
+        assert pages < 100
+    everything = [item for shard in shards for item in shard]
+    assert sorted((i["s"], i["n"]) for i in got) == sorted((i["s"], i["n"]) for i in everything)
+    if sorted_:
+        def cmp(a, b):
+            c = reference_cmp(a.get("k"), b.get("k"))
+            if descending and a.get("k") is not None and b.get("k") is not None:
+                c = -c
+            return c or (a["s"] - b["s"]) or (a["n"] - b["n"])
+        assert got == sorted(everything, key=functools.cmp_to_key(cmp))
+    else:  # arrival order, but each shard's own order is kept
+        for s in range(len(shards)):
+            assert [i["n"] for i in got if i["s"] == s] == list(range(len(shards[s])))
+
+
+@settings(max_examples=100, deadline=None)
+@given(shard_contents, st.integers(0, 10), st.integers(1, 10), st.randoms())
+def test_limit_and_offset_slice_the_merged_list(keys, offset, limit, rng):
+    shards = [[{"k": k, "s": s, "n": n} for n, k in enumerate(ks) if k is not None]
+              for s, ks in enumerate(keys)]
+    doc = run_page(shards, ROUTE, args(sort="k", limit=limit, offset=offset), rng)
+    everything = sorted((i for shard in shards for i in shard),
+                        key=lambda i: (sort_key("k")(i), i["s"], i["n"]))
+    assert doc["data"] == everything[offset: offset + limit]

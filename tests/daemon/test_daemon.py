@@ -1,0 +1,205 @@
+"""The daemon as ops run it: ``twistd -n shardstream`` in a child process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from processes import TWISTD, env, get, stop, twistd, wait_for_line
+from support import free_port, listen_port
+
+def test_plugin_is_listed_with_its_options(tmp_path):
+    out = subprocess.run([*TWISTD, "shardstream", "--help"], cwd=tmp_path, env=env(),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for option in ("--config", "--demo", "--listen"):
+        assert option in out.stdout
+
+
+def test_demo_mode_starts_four_shards_and_answers(tmp_path):
+    port = listen_port()
+    proc = twistd(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1")
+    try:
+        lines = wait_for_line(proc, "try: curl -N")
+        assert any("demo shards:" in line for line in lines)
+        status, body = get(f"http://127.0.0.1:{port}/v3/events")
+        assert status == 200
+        doc = json.loads(body)
+        assert doc["meta"]["shards"] == {"total": 4, "succeeded": 4, "failed": []}
+        assert len(doc["data"]) == 240
+        assert len({e["id"] for e in doc["data"]}) == 240  # global ids: unique
+        assert len({e["id"].split("~")[1] for e in doc["data"]}) == 60  # local ids collide
+        assert doc["meta"]["total"] == 240
+        status, body = get(f"http://127.0.0.1:{port}/v3/events",
+                           {"Accept": "application/x-ndjson"})
+        lines = body.decode().splitlines()
+        assert len(lines) == 241 and json.loads(lines[-1])["meta"]["shards"]["succeeded"] == 4
+        status, body = get(f"http://127.0.0.1:{port}/v3/vendors/v300/events")
+        assert status == 200
+        assert {e["vendor_id"] for e in json.loads(body)["data"]} == {"v300"}
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
+
+
+def test_config_error_exits_non_zero_without_listening(tmp_path):
+    port = listen_port()
+    (tmp_path / "bad.toml").write_text(
+        f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\n'
+        '[shards.s1]\nurls = ["http://127.0.0.1:1"]\n'
+        '[[routes]]\npath = "/x"\nmode = "scatter"\n'
+    )
+    proc = twistd(tmp_path, "--config", "bad.toml")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 78  # EX_CONFIG
+    assert "bad.toml: routes[0].items: is required" in out
+    assert "Traceback" not in out
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+def test_busy_port_exits_non_zero(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        proc = twistd(tmp_path, "--demo", "--listen",
+                      f"tcp:{busy.getsockname()[1]}:interface=127.0.0.1")
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        busy.close()
+    assert proc.returncode == 1
+    assert "cannot listen on" in out
+
+
+def test_config_mode_sigterm_and_sighup_reload(tmp_path):
+    port = listen_port()
+    dead = free_port()
+    base = (f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\n'
+            f'[shards.s1]\nurls = ["http://127.0.0.1:{dead}"]\n')
+    route_a = '[[routes]]\npath = "/a"\nmode = "scatter"\nitems = "data.item"\n'
+    route_b = '[[routes]]\npath = "/b"\nmode = "scatter"\nitems = "data.item"\n'
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(base + route_a)
+    proc = twistd(tmp_path, "--config", str(cfg))
+    try:
+        wait_for_line(proc, "shardstream listening on")
+        status, body = get(f"http://127.0.0.1:{port}/a")
+        assert status == 502
+        err = json.loads(body)["error"]
+        assert err["meta"]["shards"]["failed"][0]["error"] == "connect_refused"
+        assert get(f"http://127.0.0.1:{port}/b")[0] == 404
+
+        cfg.write_text(base + route_a + route_b)
+        proc.send_signal(signal.SIGHUP)
+        wait_for_line(proc, "reloaded")
+        assert get(f"http://127.0.0.1:{port}/b")[0] == 502
+
+        cfg.write_text(base + "[[routes]]\npath = 'broken'\n")
+        proc.send_signal(signal.SIGHUP)
+        lines = wait_for_line(proc, "reload rejected")
+        assert "routes[0].path" in lines[-1]
+        assert get(f"http://127.0.0.1:{port}/b")[0] == 502  # old config still serves
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
+
+
+def children(pid: int) -> set[int]:
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(entry))
+    return out
+
+
+def test_workers_share_the_socket_restart_and_follow_signals(tmp_path):
+    port = listen_port()
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\nworkers = 1\n'
+                   f'[shards.s1]\nurls = ["http://127.0.0.1:{free_port()}"]\n'
+                   '[[routes]]\npath = "/a"\nmode = "scatter"\nitems = "data.item"\n')
+    proc = twistd(tmp_path, "--config", str(cfg), "--workers", "2")
+    try:
+        lines = wait_for_line(proc, "supervisor on")
+        lines += wait_for_line(proc, "listening on")
+        lines += wait_for_line(proc, "listening on")
+        workers = children(proc.pid)
+        assert len(workers) == 2
+        for _ in range(10):
+            status, body = get(f"http://127.0.0.1:{port}/a")
+            assert status == 502 and json.loads(body)["error"]["code"] == "shards_failed"
+        victim = sorted(workers)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for_line(proc, "starting it again")
+        wait_for_line(proc, "listening on")
+        new = children(proc.pid)
+        assert len(new) == 2 and victim not in new
+        for _ in range(10):
+            assert get(f"http://127.0.0.1:{port}/a")[0] == 502
+        proc.send_signal(signal.SIGHUP)
+        wait_for_line(proc, "reloaded")
+        wait_for_line(proc, "reloaded")
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
+    assert not [p for p in new if os.path.exists(f"/proc/{p}")]  # SIGTERM reached every worker
+
+
+@pytest.mark.skipif(not shutil.which("systemd-socket-activate"),
+                    reason="systemd-socket-activate (Debian package systemd) is not installed")
+def test_workers_share_a_socket_passed_by_systemd(tmp_path):
+    port = listen_port()
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[server]\nlisten = "systemd:domain=INET:index=0"\nworkers = 2\n'
+                   f'[shards.s1]\nurls = ["http://127.0.0.1:{free_port()}"]\n'
+                   '[[routes]]\npath = "/a"\nmode = "scatter"\nitems = "data.item"\n')
+    proc = subprocess.Popen(
+        ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--fdname=web", "-E", "PYTHONPATH",
+         *TWISTD, "-n", "--pidfile=", "shardstream", "--config", str(cfg)],
+        cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(0.5)
+        status, body = get(f"http://127.0.0.1:{port}/a")  # the first connection starts it
+        assert status == 502 and json.loads(body)["error"]["code"] == "shards_failed"
+        for _ in range(10):
+            assert get(f"http://127.0.0.1:{port}/a")[0] == 502
+        assert len(children(proc.pid)) == 2
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
+    assert "supervisor on" in out
+
+
+def test_sigterm_lets_an_in_flight_stream_finish(tmp_path):
+    import threading
+
+    port = listen_port()
+    proc = twistd(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1")
+    wait_for_line(proc, "try: curl -N")
+    got = {}
+
+    def fetch():
+        got["status"], got["body"] = get(f"http://127.0.0.1:{port}/v3/events")
+
+    t = threading.Thread(target=fetch)
+    t.start()
+    time.sleep(0.2)  # the slowest demo shard answers after 450 ms: the stream is in flight
+    code, out = stop(proc)
+    t.join()
+    assert code == 0, out
+    assert got["status"] == 200
+    doc = json.loads(got["body"])
+    assert len(doc["data"]) == 240 and doc["meta"]["shards"]["succeeded"] == 4

@@ -1,0 +1,273 @@
+"""ShardCall deadlines and pausing, driven by a fake clock; the connection pool's
+guarantees for writes, over real loopback connections."""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+from twisted.web.http_headers import Headers
+
+from shardstream.core.config import UpstreamConfig
+from shardstream.upstream.client import ShardCall, UpstreamClient
+
+
+class FakeTransport:
+    def __init__(self):
+        self.paused = False
+        self.stopped = False
+
+    def pauseProducing(self):
+        self.paused = True
+
+    def resumeProducing(self):
+        self.paused = False
+
+    def stopProducing(self):
+        self.stopped = True
+
+
+class FakeResponse:
+    code, phrase, length = 200, b"OK", None
+
+    def __init__(self, buffered=b""):
+        self.transport = FakeTransport()
+        self.buffered = buffered
+        self.protocol = None
+
+    def deliverBody(self, protocol):
+        self.protocol = protocol
+        protocol.makeConnection(self.transport)
+        if self.buffered:  # Twisted hands over what it already has, paused or not
+            protocol.dataReceived(self.buffered)
+
+
+class Sink:
+    def __init__(self):
+        self.events = []
+
+    def response(self, response):
+        self.events.append("response")
+        return True
+
+    def data(self, data):
+        self.events.append(("data", data))
+        return True
+
+    def end(self):
+        self.events.append("end")
+
+    def failed(self, error):
+        self.events.append(("failed", error.code))
+
+
+class ShardCallTests(unittest.TestCase):
+    def test_chunks_of_one_turn_reach_the_sink_as_one_piece_before_the_end(self):
+        from twisted.web.client import ResponseDone
+        from twisted.python.failure import Failure
+
+        response = FakeResponse()
+        self.call._on_response(response)
+        for part in (b"a", b"b", b"c"):
+            response.protocol.dataReceived(part)
+        self.assertEqual(self.sink.events, ["response"])
+        response.protocol.connectionLost(Failure(ResponseDone()))
+        self.assertEqual(self.sink.events, ["response", ("data", b"abc"), "end"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def setUp(self):
+        self.clock = Clock()
+        client = UpstreamClient(self.clock, UpstreamConfig(idle_timeout=1.0, total_timeout=100))
+        self.sink = Sink()
+        self.call = ShardCall(client, self.sink)
+        self.call._arm_first_byte()
+
+    def test_idle_deadline_counts_only_the_shards_time(self):
+        response = FakeResponse()
+        self.call._on_response(response)
+        self.clock.advance(0.6)  # the shard is silent for 0.6 s ...
+        for _ in range(20):  # ... then the client keeps pausing and resuming
+            self.call.pause()
+            self.clock.advance(0.5)
+            self.call.resume()
+            self.clock.advance(0.01)
+        # 0.6 + 20 * 0.01 s of the shard's own silence: not yet 1 s
+        self.assertEqual(self.sink.events, ["response"])
+        self.clock.advance(0.25)
+        self.assertEqual(self.sink.events, ["response", ("failed", "idle_timeout")])
+        self.assertTrue(response.transport.stopped)
+
+    def test_data_restarts_the_idle_deadline(self):
+        response = FakeResponse()
+        self.call._on_response(response)
+        for _ in range(5):
+            self.clock.advance(0.9)
+            response.protocol.dataReceived(b"x")
+            self.clock.advance(0)  # handed over at the end of the reactor turn
+        self.assertNotIn(("failed", "idle_timeout"), self.sink.events)
+        self.clock.advance(1.0)
+        self.assertEqual(self.sink.events[-1], ("failed", "idle_timeout"))
+
+    def test_a_response_that_arrives_while_paused_hands_over_nothing_until_resumed(self):
+        self.call.pause()
+        response = FakeResponse(buffered=b"early bytes")
+        self.call._on_response(response)
+        self.assertEqual(self.sink.events, ["response"])  # no data behind the consumer's back
+        self.call.resume()
+        self.clock.advance(0)
+        self.assertEqual(self.sink.events, ["response", ("data", b"early bytes")])
+
+    def test_cancel_while_holding_a_response_drops_its_body(self):
+        self.call.pause()
+        response = FakeResponse()
+        self.call._on_response(response)
+        self.call.cancel()
+        self.assertTrue(response.transport.stopped)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_an_exception_in_the_sink_fails_the_shard_instead_of_escaping(self):
+        def boom(data):
+            raise RuntimeError("bug")
+
+        self.sink.data = boom
+        response = FakeResponse()
+        self.call._on_response(response)
+        response.protocol.dataReceived(b"x")  # must not raise into Twisted's parser
+        self.clock.advance(0)
+        self.assertEqual(self.sink.events[-1], ("failed", "internal_error"))
+        self.assertTrue(response.transport.stopped)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class _Recorder:
+    """A sink that drops responses with status >= 500 at their headers."""
+
+    def __init__(self, on_drop=None):
+        self.result = Deferred()
+        self.on_drop = on_drop
+
+    def response(self, response):
+        self.code = response.code
+        if response.code >= 500:
+            if self.on_drop:
+                self.on_drop()
+            reactor.callLater(0, self.result.callback, ("dropped", response.code))
+            return False
+        return True
+
+    def data(self, data):
+        return True
+
+    def end(self):
+        self.result.callback(("end", self.code))
+
+    def failed(self, error):
+        self.result.callback(("failed", error.code))
+
+
+class _KeepAliveShard(Protocol):
+    """Answers on a keep-alive connection: GET /503 with a 503 and a body in
+    one segment; the second request on a connection is read, recorded, and the
+    connection reset without an answer (a shard closing an idle connection
+    just as the gateway reuses it)."""
+
+    def connectionMade(self):
+        self.buffer = b""
+        self.count = 0
+
+    def dataReceived(self, data):
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+            method, path = head.split(b" ")[:2]
+            self.factory.seen.append((method, path))
+            self.count += 1
+            if self.count > 1:
+                self.transport.abortConnection()
+                return
+            status, body = (b"503 Busy", b"x" * 3000) if path == b"/503" else (b"200 OK", b"{}")
+            self.transport.write(b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n%s"
+                                 % (status, len(body), body))
+
+
+class PoolTests(unittest.TestCase):
+    """What Twisted's pool must not do to a write (real loopback connections)."""
+
+    scheme = b"http"
+
+    def listen(self, factory):
+        return reactor.listenTCP(0, factory, interface="127.0.0.1")
+
+    def setUp(self):
+        factory = Factory.forProtocol(_KeepAliveShard)
+        factory.seen = []
+        self.seen = factory.seen
+        port = self.listen(factory)
+        self.addCleanup(port.stopListening)
+        self.base = b"%s://127.0.0.1:%d" % (self.scheme, port.getHost().port)
+        self.client = UpstreamClient(reactor, UpstreamConfig(first_byte_timeout=2.0))
+        self.addCleanup(self.client.close)
+
+    def call(self, method, path, on_drop=None):
+        sink = _Recorder(on_drop)
+        self.client.call(method, self.base + path, Headers(), None, sink)
+        return sink.result
+
+    @inlineCallbacks
+    def test_a_dropped_response_does_not_put_its_closing_connection_in_the_pool(self):
+        pooled = []
+
+        def look():  # the next turn: what a request starting now would reuse
+            pooled.extend(c for conns in self.client.pool._connections.values() for c in conns)
+
+        result = yield self.call(b"GET", b"/503", on_drop=lambda: reactor.callLater(0, look))
+        self.assertEqual(result, ("dropped", 503))
+        self.assertEqual(pooled, [])
+
+    @inlineCallbacks
+    def test_a_write_on_a_connection_the_shard_closed_is_not_resent(self):
+        self.assertEqual((yield self.call(b"GET", b"/ok")), ("end", 200))  # pooled now
+        result = yield self.call(b"DELETE", b"/item/1")
+        self.assertEqual(result, ("failed", "no_response"))
+        self.assertEqual(self.seen.count((b"DELETE", b"/item/1")), 1)
+        # A read is still resent on a fresh connection (idle connections do get closed).
+        self.assertEqual((yield self.call(b"GET", b"/ok")), ("end", 200))
+        result = yield self.call(b"GET", b"/ok")
+        self.assertEqual(result, ("end", 200))
+
+
+class TLSPoolTests(PoolTests):
+    """The same over TLS, where the pooled connection's transport is a TLS
+    layer over the TCP one that is closing."""
+
+    scheme = b"https"
+
+    def listen(self, factory):
+        import os
+
+        from twisted.internet import ssl
+
+        from support import self_signed, temp_dir
+
+        cert_path, key_path = self_signed(temp_dir(self))
+        old = os.environ.get("SSL_CERT_FILE")  # trust it, for this test only
+        os.environ["SSL_CERT_FILE"] = cert_path
+        self.addCleanup(lambda: os.environ.__setitem__("SSL_CERT_FILE", old) if old
+                        else os.environ.pop("SSL_CERT_FILE", None))
+        with open(key_path) as k, open(cert_path) as c:
+            cert = ssl.PrivateCertificate.loadPEM(k.read() + c.read())
+        return reactor.listenSSL(0, factory, cert.options(), interface="127.0.0.1")
+
+
+class BadRequestTests(unittest.TestCase):
+    @inlineCallbacks
+    def test_a_url_the_client_refuses_fails_the_call_later_and_leaves_no_timer(self):
+        client = UpstreamClient(reactor, UpstreamConfig())
+        self.addCleanup(client.close)
+        sink = _Recorder()
+        call = client.call(b"GET", b"http://127.0.0.1:1/x?q=\x7f", Headers(), None, sink)
+        self.assertFalse(hasattr(sink, "code"))  # nothing reported inside call()
+        self.assertEqual((yield sink.result), ("failed", "internal_error"))
+        self.assertEqual(call._timers, {})  # trial also fails on a pending DelayedCall
