@@ -10,7 +10,7 @@ setup(
     # twisted/plugins has no __init__.py (it must not shadow Twisted's), so it
     # is named explicitly to get the plugin into the wheel.
     packages=find_packages(include=["shardstream", "shardstream.*"]) + ["twisted.plugins"],
-    package_data={"twisted.plugins": ["shardstream_plugin.py"]},
+    package_data={"twisted.plugins": ["shardstream_plugin.py"], "shardstream": ["py.typed"]},
     install_requires=[
         "twisted>=24.7",
         "ijson>=3.3",
@@ -22,8 +22,10 @@ setup(
     ],
     extras_require={
         # treq is the tests' HTTP client; the gateway itself uses twisted.web's Agent
-        # directly (see shardstream/upstream.py for why).
-        "test": ["pytest>=8", "hypothesis>=6.100", "treq>=24.9"],
+        # directly (see shardstream/upstream/client.py for why). mypy checks the
+        # types (tests/test_layout.py), strictly in the core.
+        "test": ["pytest>=8", "hypothesis>=6.100", "treq>=24.9", "mypy>=1.10",
+                 "mypy-zope>=1.0"],
     },
     entry_points={},
     classifiers=[

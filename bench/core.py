@@ -3,7 +3,8 @@
     python bench/core.py [--items 5000] [--shards 4] [--chunk 65536] [--sorted]
 
 Feeds ~600-byte items (like the kit's shardsim) from N shard bodies, in
-chunks, round-robin, into one Scatter and drains its output; no network.
+chunks, round-robin, into one Scatter (a reactor turn after each round)
+and counts the bytes of the Write actions it returns; no network.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import argparse
 import json
 import time
 
-from shardstream.encode import JSONListEncoder
-from shardstream.merge import InterleavedMerge, OrderedMerge, sort_key
-from shardstream.parse import BACKEND
-from shardstream.scatter import Scatter
+from typing import Sequence
+
+from shardstream.core import parse
+from shardstream.core.encode import JSONListEncoder
+from shardstream.core.merge import InterleavedMerge, OrderedMerge, sort_key
+from shardstream.core.scatter import Action, Scatter, Write
 
 
 def body(shard: int, n: int) -> bytes:
@@ -30,6 +33,10 @@ def body(shard: int, n: int) -> bytes:
     return json.dumps({"data": items, "meta": {"total": n}}).encode()
 
 
+def written(actions: Sequence[Action]) -> int:
+    return sum(len(a.data) for a in actions if isinstance(a, Write))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--items", type=int, default=5000)
@@ -40,21 +47,21 @@ def main() -> None:
     bodies = [body(s, a.items) for s in range(a.shards)]
     merge = (OrderedMerge(a.shards, sort_key("starts_at")) if a.sorted
              else InterleavedMerge(a.shards))
+    parse.prepare()
     sc = Scatter([f"s{i}" for i in range(a.shards)], "data.item", JSONListEncoder(), merge)
     out = 0
     start = time.perf_counter()
     for pos in range(0, max(map(len, bodies)), a.chunk):
         for s, b in enumerate(bodies):
             if pos < len(b):
-                sc.feed(s, b[pos:pos + a.chunk])
-                out += len(sc.take())
+                out += written(sc.data(s, b[pos:pos + a.chunk]))
+        out += written(sc.tick())  # the reactor turn is over
     for s in range(a.shards):
-        sc.end(s)
-    out += len(sc.take())
+        out += written(sc.end(s))
     elapsed = time.perf_counter() - start
     n = a.items * a.shards
     mb = sum(map(len, bodies)) / 1e6
-    print(f"backend {BACKEND}: {n} items ({mb:.1f} MB) in {elapsed:.3f} s = "
+    print(f"backend {parse.BACKEND}: {n} items ({mb:.1f} MB) in {elapsed:.3f} s = "
           f"{n / elapsed:,.0f} items/s, {mb / elapsed:.1f} MB/s in, {out / 1e6:.1f} MB out"
           f"{' (sorted merge)' if a.sorted else ''}")
 

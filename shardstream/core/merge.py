@@ -38,7 +38,7 @@ class _Desc:
         self.k = k
 
     def __lt__(self, other: "_Desc") -> bool:
-        return other.k < self.k
+        return bool(other.k < self.k)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Desc) and self.k == other.k

@@ -242,4 +242,5 @@ def decode_cursor(cursor: str, route: Route, secret: bytes | None) -> dict[str, 
         raise BadCursor("the cursor is malformed")
     if state["r"] != route.path.text:
         raise BadCursor(f"this cursor belongs to {state['r']}, not {route.path.text}")
-    return state
+    verified: dict[str, Any] = state
+    return verified

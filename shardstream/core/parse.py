@@ -65,7 +65,7 @@ class ItemParser:
         self._out: list[Any] = ijson.sendable_list()
         self._coro = ijson.items_coro(self._out, prefix, use_float=False)
         self.total: int | None = None
-        self._total_coro = None
+        self._total_coro: Any = None  # ijson's coroutine, until the total is seen
         self._head: bytearray | None = bytearray()  # until the first item
         self._seen = False
         self._offset = 0

@@ -82,7 +82,7 @@ class ReplicaSet:
         if replica.failures < self.outlier.consecutive_failures or now < replica.ejected_until:
             return None
         cfg = self.outlier
-        seconds = min(cfg.base_ejection * 2 ** replica.ejections, cfg.max_ejection)
+        seconds: float = min(cfg.base_ejection * 2.0 ** replica.ejections, cfg.max_ejection)
         replica.ejections += 1
         replica.ejected_until = now + seconds
         return seconds
