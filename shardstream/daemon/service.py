@@ -109,6 +109,7 @@ class GatewayService(Service):
         if new.server.listen != self.config.server.listen:
             log.warn("reload: server.listen changed; a restart is needed to apply it")
         gateway = Gateway(new, client, previous=old)
+        assert self.site is not None  # self.gateway needed it
         self.site.resource.gateway = gateway
         old.stop()
         gateway.start()
@@ -135,6 +136,7 @@ class GatewayService(Service):
     @defer.inlineCallbacks
     def _drain(self, timeout: float) -> Any:
         deadline = self.reactor.seconds() + timeout
+        assert self.site is not None  # stopService drains a started service only
         busy = self.site.channels
         while busy and self.reactor.seconds() < deadline:
             for channel in list(busy):

@@ -45,7 +45,7 @@ class _Worker(protocol.ProcessProtocol):
         self.supervisor = supervisor
         self.index = index
         self.started = supervisor.reactor.seconds()
-        self.ended = defer.Deferred()
+        self.ended: defer.Deferred[None] = defer.Deferred()
 
     def processEnded(self, reason: Any) -> None:
         self.supervisor._ended(self, reason)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import cast
+
+from twisted.internet.address import IPv4Address, IPv6Address
 
 from ..web.site import TrackingSite
 from .inventory import SHARDS, shard_sims
@@ -23,8 +26,11 @@ def main(argv: list[str] | None = None) -> int:
         if a.fast:
             sim.delay = sim.drip = 0.0
         port = reactor.listenTCP(a.base_port + i if a.base_port else 0,
-                                 TrackingSite(sim, quiet=True), interface=a.host)
-        urls.append(f"{SHARDS[i][0]}=http://{a.host}:{port.getHost().port}")
+                                 # Twisted's types refuse every Site here, its own included
+                                 TrackingSite(sim, quiet=True),  # type: ignore[arg-type]
+                                 interface=a.host)
+        address = cast("IPv4Address | IPv6Address", port.getHost())  # a TCP port's: typed IAddress
+        urls.append(f"{SHARDS[i][0]}=http://{a.host}:{address.port}")
     print("SHARDS " + " ".join(urls), flush=True)
     reactor.run()
     return 0

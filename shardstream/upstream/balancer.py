@@ -155,6 +155,7 @@ class BalancedCall:
         keep = self.sink.response(response)
         if not keep:
             if code < 500:  # a good answer whose body is not wanted (say a 404)
+                assert replica is not None  # the attempt's, taken before the sink ran
                 self.replicas.succeeded(replica)
             if not self.done:
                 self.done = True
@@ -171,6 +172,7 @@ class BalancedCall:
         if self._status < 500:
             # A replica is sound when a response ends well, not when its headers
             # come: one that stalls or cuts its bodies must be ejected too.
+            assert self.replica is not None  # not released yet
             self.replicas.succeeded(self.replica)
         self._release()
         self.sink.end()
@@ -225,6 +227,7 @@ class BalancedCall:
 
     def _replica_failed(self, now: float) -> None:
         replica = self.replica
+        assert replica is not None  # called for the attempt under way
         ejected = self.replicas.failed(replica, now)
         if ejected is not None:
             log.warn("shard {shard} replica {index} ({url}) ejected for {seconds:g} s after "

@@ -9,11 +9,12 @@ are enforced here; Twisted's Agent has none of its own past connecting.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from OpenSSL.SSL import Error as SSLError
 from twisted.internet import error as ierror
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.client import (
@@ -95,15 +96,22 @@ class _BodyReader(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.call._on_data(data)
 
-    def connectionLost(self, reason: Any) -> None:
+    # No default for reason, unlike Protocol's: Twisted always passes one.
+    def connectionLost(self, reason: Any) -> None:  # type: ignore[override]
         self.call._on_body_end(reason)
+
+
+def _producer(reader: Protocol) -> IPushProducer:
+    """What a response body is read from: Twisted types a protocol's transport as an
+    optional ITransport, but deliverBody connects it to a push producer."""
+    return cast(IPushProducer, reader.transport)
 
 
 class _Drop(Protocol):
     """Body nobody wants: abort the connection instead of reading it."""
 
     def connectionMade(self) -> None:
-        self.transport.stopProducing()
+        _producer(self).stopProducing()
 
 
 class ShardCall:
@@ -169,7 +177,7 @@ class ShardCall:
         self.paused = True
         self._paused_at = self.client.reactor.seconds()
         if self._reader is not None:
-            self._reader.transport.pauseProducing()
+            _producer(self._reader).pauseProducing()
             self._cancel_timer("idle_timeout")
 
     def resume(self) -> None:
@@ -183,7 +191,7 @@ class ShardCall:
             now = self.client.reactor.seconds()
             self._last_data += now - self._paused_at
             self._arm_idle(self.client.config.idle_timeout - (now - self._last_data))
-            self._reader.transport.resumeProducing()
+            _producer(self._reader).resumeProducing()
 
     # -- events ------------------------------------------------------------
 
@@ -214,7 +222,7 @@ class ShardCall:
         if self.done:  # an empty body (204, HEAD) ends inside deliverBody
             return
         if self.paused:
-            self._reader.transport.pauseProducing()
+            _producer(self._reader).pauseProducing()
             self._paused_at = self._last_data
         else:
             self._arm_idle(self.client.config.idle_timeout)
@@ -316,7 +324,7 @@ class ShardCall:
             self._deliver_call = None
         self._chunks = []
         if self._reader is not None:
-            self._reader.transport.stopProducing()
+            _producer(self._reader).stopProducing()
         elif self._held is not None:
             held, self._held = self._held, None
             held.deliverBody(_Drop())

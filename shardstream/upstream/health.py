@@ -85,6 +85,7 @@ class HealthChecker:
         self._running.clear()
 
     def _round(self) -> None:
+        assert self.health.path is not None  # start() runs no rounds without one
         path = self.health.path.encode()
         for rs in self.balancer.sets.values():
             for replica in rs.replicas:

@@ -13,6 +13,7 @@ from typing import Any
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
@@ -104,6 +105,7 @@ class Endpoints:
 
     def _make(self, uri: Any) -> Any:
         host = uri.host.decode("ascii")
+        endpoint: IStreamClientEndpoint
         if isIPAddress(host):
             endpoint = TCP4ClientEndpoint(self._reactor, host, uri.port, timeout=self._timeout)
         elif isIPv6Address(host):

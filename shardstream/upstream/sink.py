@@ -43,18 +43,6 @@ class ShardEvents(Protocol):
     def shard_failed(self, index: int, error: ShardError) -> None: ...
 
 
-class ShardCallHandle(Protocol):
-    """What the caller of a shard call may do with it."""
-
-    attempts: int
-
-    def pause(self) -> None: ...
-
-    def resume(self) -> None: ...
-
-    def cancel(self) -> None: ...
-
-
 class Tagged:
     """A :class:`ShardSink` that passes one call's events on with its index."""
 

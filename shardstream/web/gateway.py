@@ -20,8 +20,8 @@ class Gateway:
         self.config = config
         self.client = client
         self.router = Router(config)
-        self.balancer = Balancer(client.reactor, client, config,
-                                 previous.balancer if previous is not None else None)
+        self.balancer: Balancer = Balancer(client.reactor, client, config,
+                                           previous.balancer if previous is not None else None)
         self.health = HealthChecker(self.balancer, config.health)
         self._find_caches: dict[str, TTLCache[bytes, str]] = {}
 

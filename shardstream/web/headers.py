@@ -6,7 +6,7 @@ never forwarded; neither are the headers the gateway must set itself.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from twisted.web.http_headers import Headers
 
@@ -50,7 +50,7 @@ def _connection_tokens(headers: Headers) -> set[bytes]:
     return tokens
 
 
-def end_to_end(headers: Headers, drop: Iterable[bytes] = ()) -> list[tuple[bytes, list[bytes]]]:
+def end_to_end(headers: Headers, drop: Iterable[bytes] = ()) -> list[tuple[bytes, Sequence[bytes]]]:
     """The headers that may be forwarded, minus ``drop`` (lower-case names)."""
     skip = HOP_BY_HOP | _connection_tokens(headers) | frozenset(drop)
     return [

@@ -16,10 +16,10 @@ complete.
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.web.client import FileBodyProducer
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from twisted.web.server import Request
@@ -86,6 +86,7 @@ class Relay:
         if held is not None:
             self._respond(held)
             if not self.client_paused:
+                assert self.call is not None  # held: it came from the call
                 self.call.resume()  # the body the shard call kept back flows now
 
     def cancel(self) -> None:
@@ -103,6 +104,7 @@ class Relay:
             return False
         if not self.attached:
             self._held = response
+            assert self.call is not None  # a sink hears from its call once call() returned
             self.call.pause()
             return True
         self._respond(response)
@@ -176,7 +178,8 @@ class Relay:
         request.unregisterProducer()
         if self.committed and self._rewrite is None:
             self.gone = True
-            request.channel.transport.abortConnection()
+            # Typed an optional ITransport: a connected client's is TCP (or TLS over TCP).
+            cast(ITCPTransport, request.channel.transport).abortConnection()
             return
         status, code = failure_answer([error], "shard_timeout", "shard_unavailable")
         self._error(status, code, f"shard {self.shard}: {error.message}", shard_error=error.code)
@@ -231,6 +234,7 @@ def start(request: Request, gateway: "Gateway", match: Match) -> None:
     """A route-mode request whose body (if any) twisted.web has read whole."""
     route = match.route
     content = request.content
+    assert content is not None  # twisted.web has read the body into it
     content.seek(0)
     body = content.read()
     target = gateway.router.owner(match, request.uri)

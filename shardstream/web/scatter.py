@@ -16,9 +16,9 @@ execution.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, ITCPTransport
 from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 from zope.interface import implementer
@@ -152,7 +152,8 @@ class ScatterResponse:
 
     def _abort(self, action: Abort) -> None:
         self.request.unregisterProducer()
-        self.request.channel.transport.abortConnection()
+        # Typed an optional ITransport: a connected client's is TCP (or TLS over TCP).
+        cast(ITCPTransport, self.request.channel.transport).abortConnection()
 
     def _later(self, action: Later) -> None:
         self._tick = self.reactor.callLater(0, self._turn_over)

@@ -12,6 +12,7 @@ import io
 from typing import Any
 
 import orjson
+from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.resource import Resource
@@ -78,6 +79,7 @@ class GatewayRequest(server.Request):
     stays usable) but store and forward nothing.
     """
 
+    channel: _Channel  # a TrackingSite's: make_site pairs the two
     too_large = False
     gateway: Gateway | None = None
     match: Match | None = None
@@ -115,21 +117,27 @@ class GatewayRequest(server.Request):
             if self.relay is not None:
                 self.relay.cancel()  # the shard gets a cut body and a reset: nothing written
             else:
+                assert self.content is not None  # gotLength made it
                 self.content.close()
                 self.content = io.BytesIO()
             return
         if self.relay is not None:
+            assert self.relay.upload is not None  # a streaming relay has one
             self.relay.upload.write(data)
         else:
             super().handleContentChunk(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self.relay is not None and not self.too_large:
+            assert self.relay.upload is not None  # a streaming relay has one
             self.relay.upload.finish()
         super().requestReceived(command, path, version)
 
 
 class _Channel(http.HTTPChannel):
+    site: TrackingSite  # set by Site.buildProtocol
+    transport: ITCPTransport  # Protocol's says ITransport | None; a client's is TCP (or TLS)
+
     def connectionMade(self) -> None:
         super().connectionMade()
         self.site.channels.add(self)
@@ -139,7 +147,8 @@ class _Channel(http.HTTPChannel):
             # (and so the shards): the per-response memory bound for slow readers.
             self.transport.bufferSize = gateway.config.server.write_buffer
 
-    def connectionLost(self, reason: Any) -> None:
+    # No default for reason, unlike Protocol's: Twisted always passes one.
+    def connectionLost(self, reason: Any) -> None:  # type: ignore[override]
         self.site.channels.discard(self)
         super().connectionLost(reason)
 
@@ -156,13 +165,15 @@ class _Channel(http.HTTPChannel):
 class TrackingSite(server.Site):
     """A Site that knows its open connections, to close them on the way out."""
 
-    protocol = _Channel
+    # Twisted types it as the factory of its HTTP/1-or-2 wrapper only; a channel class works.
+    protocol = _Channel  # type: ignore[assignment]
 
     def __init__(self, resource: Any, quiet: bool = False, **kwargs: Any) -> None:
         super().__init__(resource, **kwargs)
         self.channels: set[_Channel] = set()
         if quiet:
-            self.log = lambda request: None
+            # Replaces the method Site.log, for this site only: no access log.
+            self.log = lambda request: None  # type: ignore[method-assign]
 
     def abort_all(self) -> None:
         for channel in list(self.channels):

@@ -23,7 +23,7 @@ class StreamedUpload:
     def __init__(self, client_transport: Any, length: int | None) -> None:
         self.transport = client_transport
         self.length = UNKNOWN_LENGTH if length is None else length
-        self.sent = Deferred()  # fires when the whole body went to the shard
+        self.sent: Deferred[None] = Deferred()  # fires when the whole body went to the shard
         self._consumer: Any = None
         self._buffer: list[bytes] = []
         self._buffered = 0
