@@ -253,7 +253,10 @@ class RawClient(Protocol):
     """A hand-driven HTTP client: sends bytes, records what arrives, can vanish."""
 
     def __init__(self) -> None:
-        self.received = b""
+        # A bytearray grows in place: bytes += would copy everything received
+        # so far on every read (quadratic; seconds of CPU for a 30 MB response,
+        # on the reactor the gateway and the shards share in these tests).
+        self.received = bytearray()
         self.closed = defer.Deferred()
         self.got_data = defer.Deferred()
 

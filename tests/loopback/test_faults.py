@@ -97,13 +97,14 @@ class FaultTestCase(GatewayTestCase):
         if "error" in doc:  # every shard failed: the answer is an error with the meta
             doc = {"data": [], "meta": doc["error"]["meta"]}
         seen = [(i["shard"], i["id"]) for i in doc["data"]]
+        shards = doc["meta"]["shards"]
+        # The failures first: a shard that failed explains the items missing below.
+        self.assertEqual({f["shard"]: f["error"] for f in shards["failed"]}, failed)
         self.assertEqual(len(seen), len(set(seen)), "an item was delivered twice")
         for name in healthy:  # a simulated shard (or replica): the items it holds
             served = {(i["shard"], i["id"]) for i in self.sims[name].items}
             shard = {s for s, _ in served}
             self.assertEqual({s for s in seen if s[0] in shard}, served, name)
-        shards = doc["meta"]["shards"]
-        self.assertEqual({f["shard"]: f["error"] for f in shards["failed"]}, failed)
         for f in shards["failed"]:
             self.assertEqual(f["items_delivered"], sum(1 for s in seen if s[0] == f["shard"]))
         self.assertEqual(shards["succeeded"], shards["total"] - len(failed))
@@ -293,7 +294,10 @@ class StreamFaults(FaultTestCase):
         self.shard("a", items("a", 100_000, pad="x" * 100))  # ~30 MB in all: more than
         self.shard("b", items("b", 100_000, pad="x" * 100))  # the socket buffers hold
         # (the simulated shards encode their whole list first, in this process)
-        yield self.start(upstream={"first_byte_timeout": 10.0, "idle_timeout": 5.0},
+        # total_timeout is wall time for the whole body: 30 MB through one
+        # process's reactor must not race the suite's 10 s deadline.
+        yield self.start(upstream={"first_byte_timeout": 10.0, "idle_timeout": 5.0,
+                                   "total_timeout": 60.0},
                          server={"write_buffer": 32768, "merge_queue": 16})
         client = yield raw_connect(self.service.address.port)
         yield self.wait_for(lambda: self.service.site.channels, what="the connection")
