@@ -172,8 +172,9 @@ class Scatter:
         self._over = False  # finished, answered, aborted, or the client is gone
         self._client_paused = False
         self._paused = 0  # shards reading and paused
-        self._tick_asked = False
-        self._strict_pending = False  # a strict failure, answered at the end of the turn
+        self._ticks_asked = 0  # Later actions given ...
+        self._ticks_seen = 0  # ... and ticks received
+        self._strict_tick = 0  # a strict failure: answered at this tick (0: none)
         self._dirty = False  # a shard was closed: pauses and the answer need a look
 
     # -- shard events ------------------------------------------------------------
@@ -239,12 +240,12 @@ class Scatter:
 
     def tick(self) -> Sequence[Action]:
         """The reactor turn that :class:`Later` asked to wait for is over."""
-        self._tick_asked = False
+        self._ticks_seen += 1
         if self._over:
             return NOTHING
-        if self._strict_pending:
-            self._strict_pending = False
-            self._strict_failure()
+        if self._strict_tick:
+            if self._ticks_seen >= self._strict_tick:  # the turn of the failure is over
+                self._strict_failure()
             return self._emit()
         if self._ordered and self._paused and not self._client_paused:
             self._resume_drained()
@@ -331,8 +332,9 @@ class Scatter:
         return actions
 
     def _later(self) -> None:
-        if not self._tick_asked:
-            self._tick_asked = True
+        """A tick at the end of the turn; one asked in an earlier turn will do."""
+        if self._ticks_asked == self._ticks_seen:
+            self._ticks_asked += 1
             self._actions.append(LATER)
 
     def _sync(self) -> Sequence[Action]:
@@ -375,11 +377,13 @@ class Scatter:
         if self._strict and any(rec.error is not None for rec in self._shards):
             if self._committed:
                 self._strict_failure()
-            elif not self._strict_pending:
+            elif not self._strict_tick:
                 # Answer at the end of this reactor turn, so that shards failing
-                # together (one deadline) are all named.
-                self._strict_pending = True
-                self._later()
+                # together (one deadline) are all named: a tick of its own, since
+                # one asked in an earlier turn may come before this turn is over.
+                self._ticks_asked += 1
+                self._strict_tick = self._ticks_asked
+                actions.append(LATER)
             return
         if not self._committed:
             if not self._ready():

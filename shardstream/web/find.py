@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 
 class FindResponse:
-    """Implements ShardEvents: shard ``i`` is ``self.asked[i]``."""
+    """Implements ShardEvents: event ``i`` is about ``self.asked[i]``. A second
+    round (the cached owner no longer had it) appends to the lists, so an
+    index always names one call."""
 
     def __init__(self, request: Request, gateway: "Gateway", match: Match) -> None:
         self.request = request
@@ -39,6 +41,7 @@ class FindResponse:
         self.cache = gateway.find_cache(match.route)
         self.asked: list[str] = []
         self.calls: list[BalancedCall] = []
+        self._round = 0  # the index of the current round's first shard
         self.winner: int | None = None
         self.relay: Relay | None = None
         self.not_found: list[str] = []
@@ -57,24 +60,26 @@ class FindResponse:
 
     def _ask(self, shards: list[str]) -> None:
         headers = upstream_request_headers(self.request, scatter=False)
-        self.asked, self.calls = shards, []
+        self._round = len(self.asked)
         self.not_found, self.errors = [], {}
-        for i, name in enumerate(shards):
+        for name in shards:
             if self.gone or self.winner is not None:
                 break
+            self.asked.append(name)
             self.calls.append(self.gateway.balancer.call(
-                name, self.request.method, self.request.uri, headers, None, Tagged(self, i)))
+                name, self.request.method, self.request.uri, headers, None,
+                Tagged(self, len(self.calls))))
 
     # -- ShardEvents ---------------------------------------------------------------
 
     def shard_response(self, index: int, response: IResponse) -> bool:
-        if self.gone or self.winner is not None:
+        if self.gone or self.winner is not None or index < self._round:
             return False
         shard = self.asked[index]
         if 200 <= response.code < 300:
             self.winner = index
             self.cache[self.key] = shard
-            for i, call in enumerate(self.calls):
+            for i, call in enumerate(self.calls[self._round:], start=self._round):
                 if i != index:
                     call.cancel()
             self.relay = relay = Relay(self.request, self.gateway, self.route, shard)
@@ -108,6 +113,8 @@ class FindResponse:
     # -- the answer when no shard has it ------------------------------------------------
 
     def _lost(self, index: int, error: ShardError | None) -> None:
+        if index < self._round:
+            return  # an earlier round's: settled already
         shard = self.asked[index]
         if error is not None and shard not in self.not_found:
             self.errors[shard] = error
@@ -117,7 +124,7 @@ class FindResponse:
         """Every shard has answered and none had it: say so."""
         if self.gone or self.winner is not None:
             return
-        if len(self.not_found) + len(self.errors) < len(self.asked):
+        if len(self.not_found) + len(self.errors) < len(self.asked) - self._round:
             return
         if self.cached:  # the remembered owner no longer has it: ask everyone
             self.cache.pop(self.key, None)

@@ -19,6 +19,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, ITCPTransport
+from twisted.logger import Logger
 from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 from zope.interface import implementer
@@ -35,6 +36,8 @@ from .headers import upstream_request_headers
 
 if TYPE_CHECKING:
     from .gateway import Gateway
+
+log = Logger(namespace="shardstream")
 
 
 @implementer(IPushProducer)
@@ -56,7 +59,7 @@ class ScatterResponse:
         self.calls: list[BalancedCall] = []
         self._queue: deque[Action] = deque()
         self._running = False
-        self._tick: IDelayedCall | None = None
+        self._ticks: list[IDelayedCall] = []  # asked for by the core, not yet given
 
     def start(self) -> None:
         request = self.request
@@ -101,13 +104,14 @@ class ScatterResponse:
         self._client_gone(None)
 
     def _client_gone(self, reason: Any) -> None:
-        if self._tick is not None and self._tick.active():
-            self._tick.cancel()
-        self._tick = None
+        for tick in self._ticks:
+            if tick.active():
+                tick.cancel()
+        self._ticks.clear()
         self._run(self.core.client_gone())
 
     def _turn_over(self) -> None:
-        self._tick = None
+        self._ticks = [tick for tick in self._ticks if tick.active()]  # not this one
         self._run(self.core.tick())
 
     # -- carrying out the core's actions --------------------------------------------
@@ -118,13 +122,14 @@ class ScatterResponse:
         if self._running:
             return  # called back from inside an action: the loop below takes them in turn
         self._running = True
-        try:
-            do = _DO
-            while queue:
-                action = queue.popleft()
+        do = _DO
+        while queue:
+            action = queue.popleft()
+            try:
                 do[type(action)](self, action)
-        finally:
-            self._running = False
+            except Exception:  # ours or Twisted's: the actions after it still run
+                log.failure("internal error while carrying out {action}", action=action)
+        self._running = False
 
     def _pause(self, action: Pause) -> None:
         self.calls[action.shard].pause()
@@ -156,7 +161,7 @@ class ScatterResponse:
         cast(ITCPTransport, self.request.channel.transport).abortConnection()
 
     def _later(self, action: Later) -> None:
-        self._tick = self.reactor.callLater(0, self._turn_over)
+        self._ticks.append(self.reactor.callLater(0, self._turn_over))
 
 
 _DO: dict[type, Callable[[Any, Any], None]] = {

@@ -38,7 +38,7 @@ class Shell:
         self.answer: Answer | None = None
         self.cancelled: list[int] = []
         self.paused: set[int] = set()
-        self.later = False
+        self.later = 0  # ticks asked for and not yet given
         self.log: list = []  # every action, in order
 
     def run(self, actions) -> None:
@@ -64,8 +64,7 @@ class Shell:
             elif isinstance(a, Resume):
                 self.paused.discard(a.shard)
             elif a is LATER:
-                assert not self.later, "one tick asked for at a time"
-                self.later = True
+                self.later += 1
 
     def data(self, i: int, chunk: bytes) -> bool:
         self.run(self.sc.data(i, chunk))
@@ -78,9 +77,9 @@ class Shell:
         self.run(self.sc.failed(i, error))
 
     def turn(self) -> None:
-        """The reactor turn is over: the tick the scatter asked for."""
-        if self.later:
-            self.later = False
+        """The reactor turn is over: the ticks the scatter asked for."""
+        while self.later:
+            self.later -= 1
             self.run(self.sc.tick())
 
     def doc(self):
@@ -317,6 +316,25 @@ def test_strict_mode_names_every_shard_failing_in_the_same_turn():
     assert out.answer.status == 502
     error = json.loads(out.answer.body)["error"]
     assert error["code"] == "shard_failed" and "shard a, c failed" in error["message"]
+
+
+def test_a_strict_failure_waits_for_the_end_of_its_own_turn():
+    """A tick asked for in an earlier turn may come first: it must not answer
+    before the shards failing in this turn have failed too."""
+    sc = Scatter(["a", "b"], "data.item", JSONListEncoder(), OrderedMerge(2, sort_key("k")),
+                 strict=True)
+    out = Shell(sc)
+    out.data(0, b'{"data":[{"k":1},')  # waits for b's head; a tick is asked for
+    assert out.later == 1
+    out.failed(0, ShardError("total_timeout", "the shard did not finish within 1 s"))
+    assert out.later == 2  # a tick of its own
+    out.later -= 1
+    out.run(sc.tick())  # the earlier one
+    assert out.answer is None
+    out.failed(1, ShardError("total_timeout", "the shard did not finish within 1 s"))
+    out.turn()
+    assert out.answer.status == 504
+    assert "shard a, b failed" in json.loads(out.answer.body)["error"]["message"]
 
 
 def test_strict_mode_aborts_a_committed_response():
