@@ -172,6 +172,7 @@ class Scatter:
         self._over = False  # finished, answered, aborted, or the client is gone
         self._client_paused = False
         self._paused = 0  # shards reading and paused
+        self._reading = len(self._shards)  # shards READING
         self._ticks_asked = 0  # Later actions given ...
         self._ticks_seen = 0  # ... and ticks received
         self._strict_tick = 0  # a strict failure: answered at this tick (0: none)
@@ -281,7 +282,7 @@ class Scatter:
     @property
     def done(self) -> bool:
         """Every shard has ended, failed or been let go."""
-        return all(rec.state is not READING for rec in self._shards)
+        return not self._reading
 
     @property
     def all_failed(self) -> bool:
@@ -427,12 +428,13 @@ class Scatter:
             if rec.state is READING:  # no drain: nothing more is delivered or counted
                 rec.state, rec.paused = STOPPED, False
                 self._actions.append(Cancel(rec.index))
-        self._paused = 0
+        self._paused = self._reading = 0
 
     def _close(self, rec: _Shard, state: str, error: ShardError | None = None, *,
                cancel: bool) -> None:
         """A shard's part is over; ``cancel``: its call is still running."""
         if rec.state is READING:
+            self._reading -= 1
             if cancel:
                 self._actions.append(Cancel(rec.index))
             if rec.paused:
