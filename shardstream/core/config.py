@@ -7,6 +7,7 @@ A loaded :class:`Config` is never mutated; a reload builds a new one.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class ServerConfig:
     access_log: bool = True
     workers: int | str = 1  # a count, or "auto": one per core
     drain_timeout: float = 10.0
+    drain_delay: float = 0.0  # on SIGTERM: /readyz says 503 this long before the listener closes
     write_buffer: int = 64 * 1024  # bytes queued for a slow client before its shards pause
     merge_queue: int = 128  # items queued per shard in a sorted merge before it pauses
 
@@ -59,6 +61,22 @@ class OutlierConfig:
     consecutive_failures: int = 5
     base_ejection: float = 1.0
     max_ejection: float = 30.0
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The gateway's own endpoints (/livez, /readyz, /healthz)."""
+
+    # /readyz: how many shards must have an available replica: a count (int),
+    # or a share of the shards (float, 0 < share <= 1).
+    ready_min_shards: int | float = 1
+
+    def required(self, shards: int) -> int:
+        """The count of ready shards this asks for, out of ``shards``."""
+        value = self.ready_min_shards
+        if isinstance(value, int):
+            return value
+        return max(1, math.ceil(value * shards - 1e-9))
 
 
 @dataclass(frozen=True)
@@ -160,6 +178,7 @@ class Config:
     routes: tuple[Route, ...]
     health: HealthConfig = HealthConfig()
     outlier: OutlierConfig = OutlierConfig()
+    admin: AdminConfig = AdminConfig()
     shard_map: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: MappingProxyType({})
     )
@@ -299,9 +318,26 @@ def parse(data: dict[str, Any], source: str = "<config>",
     secret = _cursor(top.table("cursor"))
     health = _health(top.table("health"))
     outlier = _outlier(top.table("outlier"))
+    admin = _admin(top.table("admin"), len(shards))
     top.done()
     return Config(source, server, upstream, shards, routes, shard_map=shard_map,
-                  cursor_secret=secret, health=health, outlier=outlier)
+                  cursor_secret=secret, health=health, outlier=outlier, admin=admin)
+
+
+def _admin(t: _Table, shards: int) -> AdminConfig:
+    value = t.get("ready_min_shards", AdminConfig.ready_min_shards)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        t.fail("ready_min_shards", "must be a count of shards (a whole number) or a share of "
+               f"them (a number between 0 and 1, such as 0.5), not {_kind(value)}")
+    if isinstance(value, int):
+        if not 1 <= value <= shards:
+            t.fail("ready_min_shards", f"a count of shards must be between 1 and the {shards} "
+                   f"configured, not {value}")
+    elif not 0 < value <= 1:
+        t.fail("ready_min_shards", f"a share of the shards must be above 0 and at most 1, "
+               f"not {value}")
+    t.done()
+    return AdminConfig(ready_min_shards=value)
 
 
 def _health(t: _Table) -> HealthConfig:
@@ -378,12 +414,13 @@ def _server(t: _Table, check_listen: ListenCheck | None) -> ServerConfig:
         t.fail("workers", "several workers share a tcp: or systemd: listening socket; "
                "put TLS in front (the load balancer) or use one worker")
     drain_timeout = t.number("drain_timeout", ServerConfig.drain_timeout)
+    drain_delay = t.number("drain_delay", ServerConfig.drain_delay, minimum=0)
     write_buffer = t.number("write_buffer", ServerConfig.write_buffer, integer=True)
     merge_queue = t.number("merge_queue", ServerConfig.merge_queue, integer=True)
     t.done()
     return ServerConfig(listen=listen, max_body=max_body, access_log=access_log, workers=workers,
-                        drain_timeout=drain_timeout, write_buffer=write_buffer,
-                        merge_queue=merge_queue)
+                        drain_timeout=drain_timeout, drain_delay=drain_delay,
+                        write_buffer=write_buffer, merge_queue=merge_queue)
 
 
 def _upstream(t: _Table) -> UpstreamConfig:

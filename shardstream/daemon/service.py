@@ -121,9 +121,21 @@ class GatewayService(Service):
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        """Drain: stop accepting, let in-flight responses finish (up to
-        ``server.drain_timeout``), close idle connections, abort the rest."""
+        """Drain: say not ready (/readyz 503) and keep serving for
+        ``server.drain_delay``, so that load balancers stop sending first; then
+        stop accepting, let in-flight responses finish (up to
+        ``server.drain_timeout``), close idle connections, abort the rest.
+        Once only: a second call finds it stopping or stopped."""
+        if not self.running:
+            return
         super().stopService()
+        if self.site is not None:
+            self.site.resource.draining = True
+            delay = self.config.server.drain_delay
+            if delay > 0 and self.port is not None:
+                log.info("{label}: draining: /readyz answers 503; closing the listener in "
+                         "{delay:g} s", label=self.label, delay=delay)
+                yield task.deferLater(self.reactor, delay, lambda: None)
         if self.port is not None:
             yield self.port.stopListening()
         if self.site is not None:

@@ -140,7 +140,7 @@ class Supervisor(Service):
 
     def reload(self) -> None:
         try:
-            load_config(self.config_path)
+            self.config = load_config(self.config_path)  # its drain times apply from now
         except config_mod.ConfigError as e:
             log.error("reload rejected, keeping the running config: {error}", error=str(e))
             return
@@ -156,7 +156,9 @@ class Supervisor(Service):
         self.stopping = True
         ended = [w.ended for w, _ in self.workers.values()]
         self._signal_all(signal.SIGTERM)
-        kill = self.reactor.callLater(15, self._signal_all, signal.SIGKILL)
+        server = self.config.server  # the workers drain first, then they are killed
+        kill = self.reactor.callLater(server.drain_delay + server.drain_timeout + 5,
+                                      self._signal_all, signal.SIGKILL)
         yield defer.DeferredList(ended)
         if kill.active():
             kill.cancel()

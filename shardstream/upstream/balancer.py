@@ -76,6 +76,12 @@ class Balancer:
         call.start()
         return call
 
+    def unavailable(self) -> list[str]:
+        """The shards none of whose replicas may be sent a request now."""
+        now = self.reactor.seconds()
+        return [name for name, rs in self.sets.items()
+                if not any(r.available(now) for r in rs.replicas)]
+
     def status(self) -> dict[str, Any]:
         """Every replica's state, for /healthz."""
         now = self.reactor.seconds()

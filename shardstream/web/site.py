@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import orjson
 from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger
 from twisted.web import http, server
@@ -19,6 +18,7 @@ from twisted.web.resource import Resource
 
 from ..core.errors import BodyTooLarge, ClientError, error_body
 from ..core.routing import Match
+from . import admin
 from . import relay as relay_mode
 from .errors import refuse, respond_error
 from .find import FindResponse
@@ -26,7 +26,6 @@ from .gateway import Gateway
 from .relay import Relay
 from .scatter import ScatterResponse
 
-HEALTH_PATH = b"/healthz"
 log = Logger(namespace="shardstream")
 
 
@@ -36,13 +35,13 @@ class GatewayResource(Resource):
     def __init__(self, gateway: Gateway) -> None:
         super().__init__()
         self.gateway = gateway
+        self.draining = False  # set by the service when it begins to stop: /readyz says 503
 
     def render(self, request: Any) -> Any:
         gateway = getattr(request, "gateway", None) or self.gateway
-        if request.path == HEALTH_PATH and request.method in (b"GET", b"HEAD"):
-            request.setHeader(b"content-type", b"application/json")
-            request.setHeader(b"cache-control", b"no-store")
-            return orjson.dumps({"status": "ok", "shards": gateway.balancer.status()})
+        body = admin.answer(request, gateway, self.draining)
+        if body is not None:
+            return body
         try:
             match = getattr(request, "match", None) or gateway.router.match_request(
                 request.method, request.uri)

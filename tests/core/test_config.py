@@ -82,7 +82,28 @@ BAD = [
      "at least base_ejection"),
     (GOOD.replace('mode = "scatter"', 'mode = "scatter"\npartial = "no"'), "routes[0].partial",
      "true or false"),
+    (GOOD + "\n[admin]\nready_min_shards = 0\n", "admin.ready_min_shards", "between 1 and the 2"),
+    (GOOD + "\n[admin]\nready_min_shards = 3\n", "admin.ready_min_shards", "between 1 and the 2"),
+    (GOOD + "\n[admin]\nready_min_shards = 1.5\n", "admin.ready_min_shards", "at most 1"),
+    (GOOD + "\n[admin]\nready_min_shards = 0.0\n", "admin.ready_min_shards", "above 0"),
+    (GOOD + "\n[admin]\nready_min_shards = true\n", "admin.ready_min_shards", "a boolean"),
+    (GOOD + '\n[admin]\nready_min_shards = "half"\n', "admin.ready_min_shards", "a string"),
+    (GOOD + "\n[admin]\nready = 1\n", "admin.ready", "unknown key"),
+    (GOOD.replace('listen = "tcp:8080:interface=127.0.0.1"',
+                  'listen = "tcp:8080:interface=127.0.0.1"\ndrain_delay = -1'),
+     "server.drain_delay", "at least 0"),
 ]
+
+
+def test_admin_and_drain_keys_load(tmp_path):
+    c = config.load(write(tmp_path, GOOD))
+    assert (c.admin.ready_min_shards, c.admin.required(2), c.server.drain_delay) == (1, 1, 0.0)
+    c = config.load(write(tmp_path, GOOD.replace(
+        'listen = "tcp:8080:interface=127.0.0.1"',
+        'listen = "tcp:8080:interface=127.0.0.1"\ndrain_delay = 2.5') + "[admin]\nready_min_shards = 0.5\n"))
+    assert (c.admin.ready_min_shards, c.admin.required(2), c.server.drain_delay) == (0.5, 1, 2.5)
+    assert [config.AdminConfig(ready_min_shards=x).required(10) for x in (0.3, 0.25, 1.0, 4)] == [
+        3, 3, 10, 4]
 
 
 def test_replica_and_health_keys_load(tmp_path):
@@ -117,7 +138,8 @@ def test_missing_file(tmp_path):
 def _documented_keys() -> set[str]:
     keys = {f.name for cls in (config.ServerConfig, config.UpstreamConfig, config.Route,
                                config.ScatterOptions, config.RelayOptions, config.OwnerOptions,
-                               config.FindOptions, config.HealthConfig, config.OutlierConfig)
+                               config.FindOptions, config.HealthConfig, config.OutlierConfig,
+                               config.AdminConfig)
             for f in dataclasses.fields(cls)} - {"key", "scatter", "relay", "owner", "find"}
     keys |= {"urls", "secret_env", "secret_file"}
     return keys
