@@ -79,6 +79,32 @@ def test_busy_port_exits_non_zero(tmp_path):
     assert "cannot listen on" in out
 
 
+def test_sigterm_makes_readyz_503_while_the_drain_delay_keeps_serving(tmp_path):
+    port = listen_port()
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\ndrain_delay = 1.5\n'
+                   f'[shards.s1]\nurls = ["http://127.0.0.1:{free_port()}"]\n'
+                   '[[routes]]\npath = "/a"\nmode = "scatter"\nitems = "data.item"\n')
+    proc = twistd(tmp_path, "--config", str(cfg))
+    try:
+        wait_for_line(proc, "listening on")
+        assert get(f"http://127.0.0.1:{port}/readyz")[0] == 200
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        wait_for_line(proc, "draining")
+        status, body = get(f"http://127.0.0.1:{port}/readyz")
+        assert (status, json.loads(body)["status"]) == (503, "not_ready")
+        assert get(f"http://127.0.0.1:{port}/livez")[0] == 200
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert time.monotonic() - started >= 1.4  # it kept serving for the delay
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
 def test_config_mode_sigterm_and_sighup_reload(tmp_path):
     port = listen_port()
     dead = free_port()
