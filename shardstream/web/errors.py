@@ -15,6 +15,9 @@ def send_json(request: Request, status: int, body: bytes) -> None:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"content-length", b"%d" % len(body))
+    request_id = getattr(request, "request_id", None)
+    if request_id:  # headers may have been reset for this answer: say it again
+        request.setHeader(b"x-request-id", request_id)
     request.write(body)
     request.finish()
 

@@ -21,7 +21,7 @@ from ..core.routing import Match
 from ..upstream.balancer import BalancedCall
 from ..upstream.sink import Tagged
 from .errors import respond_error
-from .headers import upstream_request_headers
+from .headers import upstream_request_headers, with_new_span
 from .relay import Relay
 
 if TYPE_CHECKING:
@@ -62,12 +62,13 @@ class FindResponse:
         headers = upstream_request_headers(self.request, scatter=False)
         self._round = len(self.asked)
         self.not_found, self.errors = [], {}
-        for name in shards:
+        for i, name in enumerate(shards):
             if self.gone or self.winner is not None:
                 break
             self.asked.append(name)
             self.calls.append(self.gateway.balancer.call(
-                name, self.request.method, self.request.uri, headers, None,
+                name, self.request.method, self.request.uri,
+                headers if i == 0 else with_new_span(headers, self.request), None,
                 Tagged(self, len(self.calls))))
 
     # -- ShardEvents ---------------------------------------------------------------

@@ -6,7 +6,7 @@ never forwarded; neither are the headers the gateway must set itself.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from twisted.web.http_headers import Headers
 
@@ -24,8 +24,9 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
-# Set by the HTTP client from the URL and the body producer.
-_REQUEST_OWN = frozenset({b"host", b"content-length"})
+# Set by the HTTP client from the URL and the body producer, and by the
+# gateway for every shard request (the request id, a traceparent of its own).
+_REQUEST_OWN = frozenset({b"host", b"content-length", b"x-request-id", b"traceparent"})
 # A scatter request must get a whole JSON list back, whatever the client
 # accepts or already has: no content negotiation, no conditional or range
 # requests (a 304 or a 206 from one shard has no list to merge).
@@ -77,4 +78,18 @@ def upstream_request_headers(request, scatter: bool) -> Headers:
     host = request.getHeader(b"host")
     if host:
         out.setRawHeaders(b"x-forwarded-host", [host])
+    request_id = getattr(request, "request_id", None)
+    if request_id:
+        out.setRawHeaders(b"x-request-id", [request_id])
+    return with_new_span(out, request, copy=False)
+
+
+def with_new_span(headers: Headers, request: Any, copy: bool = True) -> Headers:
+    """The headers for one more shard request of the same client request: the
+    same trace id, a parent id of its own (``tracestate`` passes unchanged)."""
+    trace = getattr(request, "trace", None)
+    if trace is None:
+        return headers
+    out = headers.copy() if copy else headers
+    out.setRawHeaders(b"traceparent", [trace.child()])
     return out

@@ -117,6 +117,9 @@ class Relay:
         for name, values in end_to_end(response.headers, drop=(b"content-length",)):
             if any(values):  # the gzip decoder leaves an empty Content-Encoding behind
                 request.responseHeaders.setRawHeaders(name, values)
+        request_id = getattr(request, "request_id", None)
+        if request_id:  # the gateway's, whatever the shard answered
+            request.setHeader(b"x-request-id", request_id)
         if self.route.id_fields and 200 <= response.code < 300 and request.method != b"HEAD":
             self._rewrite = []  # collect, rewrite ids, then send with its new length
         elif request.method == b"HEAD":

@@ -32,7 +32,7 @@ from ..core.scatter import (Abort, Action, Answer, Cancel, Commit, Finish, Later
 from ..upstream.balancer import BalancedCall
 from ..upstream.sink import Tagged
 from .errors import send_json
-from .headers import upstream_request_headers
+from .headers import upstream_request_headers, with_new_span
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -69,7 +69,9 @@ class ScatterResponse:
         for i, shard in enumerate(self.gateway.config.shards):
             query = paging.shard_query(self.route, self.query, shard.name)
             target = path + (b"?" + query if query else b"")
-            self.calls.append(call(shard.name, b"GET", target, headers, None, Tagged(self, i)))
+            shard_headers = headers if i == 0 else with_new_span(headers, request)
+            self.calls.append(call(shard.name, b"GET", target, shard_headers, None,
+                                   Tagged(self, i)))
         request.registerProducer(self, True)  # may pause us at once: the calls exist
         request.notifyFinish().addErrback(self._client_gone)
 
@@ -128,7 +130,8 @@ class ScatterResponse:
             try:
                 do[type(action)](self, action)
             except Exception:  # ours or Twisted's: the actions after it still run
-                log.failure("internal error while carrying out {action}", action=action)
+                log.failure("internal error while carrying out {action} (request {request_id})",
+                            action=action, request_id=getattr(self.request, "request_id", b""))
         self._running = False
 
     def _pause(self, action: Pause) -> None:

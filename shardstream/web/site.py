@@ -18,6 +18,7 @@ from twisted.web.resource import Resource
 
 from ..core.errors import BodyTooLarge, ClientError, error_body
 from ..core.routing import Match
+from ..core.tracing import TraceContext, request_id, trace_context
 from . import admin
 from . import relay as relay_mode
 from .errors import refuse, respond_error
@@ -59,8 +60,9 @@ class GatewayResource(Resource):
         except ClientError as e:
             refuse(request, e)
         except Exception:
-            log.failure("internal error while starting {method} {uri}",
-                        method=request.method, uri=request.uri)
+            log.failure("internal error while starting {method} {uri} (request {request_id})",
+                        method=request.method, uri=request.uri,
+                        request_id=getattr(request, "request_id", b""))
             if not request.startedWriting and not request.finished:
                 respond_error(request, 500, "internal_error",
                               "the gateway failed on this request; it is logged")
@@ -83,10 +85,16 @@ class GatewayRequest(server.Request):
     gateway: Gateway | None = None
     match: Match | None = None
     relay: Relay | None = None
+    request_id = b""  # X-Request-ID: the client's if well formed, else ours
+    trace: TraceContext | None = None
     _received = 0
     _limit = 0
 
     def gotLength(self, length: int | None) -> None:
+        headers = self.requestHeaders
+        self.request_id = request_id(headers.getRawHeaders(b"x-request-id", [None])[-1])
+        self.trace = trace_context(headers.getRawHeaders(b"traceparent", [None])[-1])
+        self.setHeader(b"x-request-id", self.request_id)  # on every answer, errors included
         gateway = self.gateway = self.channel.site.resource.gateway
         try:
             self.match = gateway.router.match_request(self.channel._command, self.channel._path)
@@ -179,7 +187,16 @@ class TrackingSite(server.Site):
             channel.transport.abortConnection()
 
 
+def access_line(timestamp: str, request: Any) -> str:
+    """The combined log format, then the request id and the trace id."""
+    line = http.combinedLogFormatter(timestamp, request)
+    trace = getattr(request, "trace", None)
+    return (f"{line} request_id={getattr(request, 'request_id', b'').decode('ascii')} "
+            f"trace_id={trace.trace_id.decode('ascii') if trace is not None else '-'}")
+
+
 def make_site(gateway: Gateway) -> TrackingSite:
-    site = TrackingSite(GatewayResource(gateway), quiet=not gateway.config.server.access_log)
+    site = TrackingSite(GatewayResource(gateway), quiet=not gateway.config.server.access_log,
+                        logFormatter=access_line)
     site.requestFactory = GatewayRequest
     return site

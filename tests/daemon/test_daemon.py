@@ -79,6 +79,21 @@ def test_busy_port_exits_non_zero(tmp_path):
     assert "cannot listen on" in out
 
 
+def test_the_access_log_names_the_request_id_and_the_trace_id(tmp_path):
+    port = listen_port()
+    proc = twistd(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1")
+    try:
+        wait_for_line(proc, "try: curl -N")
+        trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+        status, _ = get(f"http://127.0.0.1:{port}/v3/events?limit=1",
+                        {"X-Request-ID": "ops-7", "traceparent": f"00-{trace}-00f067aa0ba902b7-01"})
+        assert status == 200
+        line = wait_for_line(proc, "request_id=ops-7")[-1]
+        assert '"GET /v3/events?limit=1 HTTP/1.1" 200' in line and f"trace_id={trace}" in line
+    finally:
+        stop(proc)
+
+
 def test_sigterm_makes_readyz_503_while_the_drain_delay_keeps_serving(tmp_path):
     port = listen_port()
     cfg = tmp_path / "gw.toml"
