@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
-import shutil
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from processes import TWISTD, env, get, stop, twistd, wait_for_line
 from support import free_port, listen_port
+
 
 def test_plugin_is_listed_with_its_options(tmp_path):
     out = subprocess.run([*TWISTD, "shardstream", "--help"], cwd=tmp_path, env=env(),
@@ -94,12 +96,18 @@ def test_the_access_log_names_the_request_id_and_the_trace_id(tmp_path):
         stop(proc)
 
 
-def test_sigterm_makes_readyz_503_while_the_drain_delay_keeps_serving(tmp_path):
+def one_dead_shard_config(tmp_path: Path, server_line: str) -> tuple[int, Path]:
+    """A config file: one scatter route /a over one shard nobody listens on."""
     port = listen_port()
     cfg = tmp_path / "gw.toml"
-    cfg.write_text(f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\ndrain_delay = 1.5\n'
+    cfg.write_text(f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\n{server_line}\n'
                    f'[shards.s1]\nurls = ["http://127.0.0.1:{free_port()}"]\n'
                    '[[routes]]\npath = "/a"\nmode = "scatter"\nitems = "data.item"\n')
+    return port, cfg
+
+
+def test_sigterm_makes_readyz_503_while_the_drain_delay_keeps_serving(tmp_path):
+    port, cfg = one_dead_shard_config(tmp_path, "drain_delay = 1.5")
     proc = twistd(tmp_path, "--config", str(cfg))
     try:
         wait_for_line(proc, "listening on")
@@ -167,11 +175,7 @@ def children(pid: int) -> set[int]:
 
 
 def test_workers_share_the_socket_restart_and_follow_signals(tmp_path):
-    port = listen_port()
-    cfg = tmp_path / "gw.toml"
-    cfg.write_text(f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\nworkers = 1\n'
-                   f'[shards.s1]\nurls = ["http://127.0.0.1:{free_port()}"]\n'
-                   '[[routes]]\npath = "/a"\nmode = "scatter"\nitems = "data.item"\n')
+    port, cfg = one_dead_shard_config(tmp_path, "workers = 1")
     proc = twistd(tmp_path, "--config", str(cfg), "--workers", "2")
     try:
         lines = wait_for_line(proc, "supervisor on")
