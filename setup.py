@@ -19,6 +19,7 @@ setup(
         "pyopenssl>=24.0",
         "orjson>=3.10",  # exact, fast encoding of parsed items (orjson.Fragment)
         "cachetools>=5.3",  # the find-mode owner cache (TTL + size bound)
+        "prometheus_client>=0.20",  # /metrics; multiprocess mode across workers
     ],
     extras_require={
         # treq is the tests' HTTP client; the gateway itself uses twisted.web's Agent

@@ -22,10 +22,12 @@ def env() -> dict[str, str]:
     return e
 
 
-def twistd(tmp_path: Path, *args: str) -> subprocess.Popen:
+def twistd(tmp_path: Path, *args: str, extra_env: dict[str, str] | None = None
+           ) -> subprocess.Popen:
     return subprocess.Popen(
         [*TWISTD, "-n", "--pidfile=", "shardstream", *args],
-        cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path, env={**env(), **(extra_env or {})}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
     )
 
 
@@ -56,3 +58,17 @@ def stop(proc: subprocess.Popen) -> tuple[int, str]:
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=15)
     return proc.returncode, out
+
+
+def children(pid: int) -> set[int]:
+    """The pids whose parent is ``pid`` (a supervisor's workers)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(entry))
+    return out

@@ -91,7 +91,7 @@ class GatewayTestCase(unittest.TestCase):
 
     def shard(self, name: str, data: list[dict[str, Any]] | None = None, **kw: Any) -> str:
         sim = ShardSim(name, items(name, 5) if data is None else data, **kw)
-        site = TrackingSite(sim, quiet=True)
+        site = TrackingSite(sim)
         port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self._sites.append(site)

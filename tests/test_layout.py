@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = {"core", "web", "upstream", "daemon", "demo"}
+LAYERS = {"core", "web", "upstream", "observe", "daemon", "demo"}
 
 
 def run_python(code: str) -> str:
@@ -45,7 +45,8 @@ def test_importing_every_module_of_the_core_loads_no_twisted_module():
 
 
 def test_importing_the_whole_package_changes_nothing_process_wide():
-    """The int-digit limit and the chunked decoder are set when a service starts."""
+    """The int-digit limit and the chunked decoder are set when a service starts,
+    and the metrics are made on first use."""
     out = run_python(
         "import importlib, pkgutil, sys\n"
         "import shardstream\n"
@@ -56,11 +57,14 @@ def test_importing_the_whole_package_changes_nothing_process_wide():
         "        importlib.import_module(m.name)\n"
         "after = _newclient.HTTPClientParser._transferDecoders[b'chunked']\n"
         "print(sys.get_int_max_str_digits(), after is before)\n"
+        "print('prometheus_client' in sys.modules)\n"
         "from shardstream.daemon.startup import prepare_process\n"
         "prepare_process()\n"
         "now = _newclient.HTTPClientParser._transferDecoders[b'chunked']\n"
         "print(sys.get_int_max_str_digits(), now.__name__)\n")
-    assert out.split("\n")[:2] == ["4300 True", "0 CoalescingChunkedDecoder"]
+    # prometheus_client is not imported either: a supervisor sets its
+    # multiprocess directory first (shardstream.observe.metrics)
+    assert out.split("\n")[:3] == ["4300 True", "False", "0 CoalescingChunkedDecoder"]
 
 
 @pytest.mark.skipif(shutil.which("mypy") is None and not (Path(sys.executable).parent / "mypy").exists(),

@@ -1,18 +1,21 @@
 """Load and validate the gateway's TOML config into immutable objects.
 
 Everything is checked before the gateway listens, so a typo never turns into
-a half-working daemon: every problem is reported as ``file: key: problem``.
+a half-working daemon: every problem is reported as ``file: key: problem``,
+all of a file's problems at once, so that one run is enough to fix them.
 A loaded :class:`Config` is never mutated; a reload builds a new one.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, NoReturn
+from typing import Any, Callable, Collection, Iterable, Mapping, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from .paths import DottedPath, PathTemplate
@@ -20,16 +23,39 @@ from .paths import DottedPath, PathTemplate
 MODES = ("scatter", "route", "find")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 SHARD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+# A systemd credential is a file name in $CREDENTIALS_DIRECTORY: no '/', not "." or "..".
+CREDENTIAL_NAME = re.compile(r"^(?!\.\.?\Z)[A-Za-z0-9_.-]{1,255}\Z")
+SECRET_SOURCES = ("secret_env", "secret_file", "secret_credential")
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(Exception):
-    """A config problem, phrased so that ops can fix it without reading code."""
+    """Config problems, phrased so that ops can fix them without reading code.
+
+    ``source``, ``key`` and ``problem`` are the first problem's; ``problems``
+    holds every problem found, each a one-problem ConfigError (just ``self``
+    when there is one). ``str()`` is one ``FILE: KEY: PROBLEM`` line per
+    problem, in the order found.
+    """
 
     def __init__(self, source: str, key: str, problem: str) -> None:
         self.source, self.key, self.problem = source, key, problem
+        self.problems: tuple[ConfigError, ...] = (self,)
         where = f"{source}: {key}" if key else source
         super().__init__(f"{where}: {problem}")
+
+    @classmethod
+    def combine(cls, errors: Iterable[ConfigError]) -> ConfigError:
+        """One error carrying every problem of ``errors`` (at least one)."""
+        problems = tuple(p for e in errors for p in e.problems)
+        if len(problems) == 1:
+            return problems[0]
+        first = problems[0]
+        error = cls(first.source, first.key, first.problem)
+        error.problems = problems
+        error.args = ("\n".join(str(p) for p in problems),)
+        return error
 
 
 @dataclass(frozen=True)
@@ -42,6 +68,7 @@ class ServerConfig:
     drain_delay: float = 0.0  # on SIGTERM: /readyz says 503 this long before the listener closes
     write_buffer: int = 64 * 1024  # bytes queued for a slow client before its shards pause
     merge_queue: int = 128  # items queued per shard in a sorted merge before it pauses
+    log_format: str = "text"  # or "json": one JSON object per line
 
 
 @dataclass(frozen=True)
@@ -65,7 +92,10 @@ class OutlierConfig:
 
 @dataclass(frozen=True)
 class AdminConfig:
-    """The gateway's own endpoints (/livez, /readyz, /healthz)."""
+    """The gateway's own endpoints (/livez, /readyz, /healthz, /metrics)."""
+
+    # Their own listen endpoint; None: on the main one, before the routes.
+    listen: str | None = None
 
     # /readyz: how many shards must have an available replica: a count (int),
     # or a share of the shards (float, 0 < share <= 1).
@@ -197,11 +227,41 @@ class Config:
         raise KeyError(name)
 
 
-class _Table:
-    """One TOML table under validation; remembers its key path for messages."""
+T = TypeVar("T")
 
-    def __init__(self, source: str, key: str, data: Any) -> None:
-        self.source, self.key = source, key
+
+class _Invalid(Exception):
+    """The part under validation has a problem, already noted: skip its rest."""
+
+
+def _check(validate: Callable[[], T], fallback: T) -> T:
+    """Validate one independent part of the file (a table, a shard, a route).
+
+    Its problems are noted where they are found; on one that stops it, the
+    fallback is returned, so that the parts after it are still checked and
+    one run reports every problem of the file.
+    """
+    try:
+        return validate()
+    except _Invalid:
+        return fallback
+
+
+class _Table:
+    """One TOML table under validation; remembers its key path for messages.
+
+    Every table of a file notes its problems in the file's one ``problems``
+    list. ``fail`` notes one and stops the table (see :func:`_check`). In a
+    ``lenient`` table (one whose keys are independent, such as [server]) a
+    bad key with a default is noted and the default used, so that each bad
+    key is reported; ``done`` then stops the table before the checks across
+    its keys, which therefore only ever see valid values.
+    """
+
+    def __init__(self, source: str, key: str, data: Any, problems: list[ConfigError],
+                 lenient: bool = False) -> None:
+        self.source, self.key, self.problems, self.lenient = source, key, problems, lenient
+        self.noted = 0  # this table's own problems
         if not isinstance(data, dict):
             self.fail("", f"must be a table, not {_kind(data)}")
         self.data: dict[str, Any] = data
@@ -212,8 +272,20 @@ class _Table:
             return self.key
         return f"{self.key}.{name}" if self.key else name
 
+    def note(self, name: str, problem: str) -> None:
+        self.problems.append(ConfigError(self.source, self.path(name), problem))
+        self.noted += 1
+
     def fail(self, name: str, problem: str) -> NoReturn:
-        raise ConfigError(self.source, self.path(name), problem)
+        self.note(name, problem)
+        raise _Invalid
+
+    def bad(self, name: str, problem: str, default: Any) -> Any:
+        """A key's bad value: the default in a lenient table (noted), else fail."""
+        if not self.lenient or default is ...:
+            self.fail(name, problem)
+        self.note(name, problem)
+        return default
 
     def get(self, name: str, default: Any = ...) -> Any:
         self.seen.add(name)
@@ -226,7 +298,7 @@ class _Table:
     def string(self, name: str, default: Any = ...) -> Any:
         value = self.get(name, default)
         if value is not default and (not isinstance(value, str) or not value):
-            self.fail(name, f"must be a non-empty string, not {_kind(value)}")
+            return self.bad(name, f"must be a non-empty string, not {_kind(value)}", default)
         return value
 
     def number(self, name: str, default: float | None, integer: bool = False,
@@ -238,19 +310,19 @@ class _Table:
         kinds = (int,) if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds):
             what = "a whole number" if integer else "a number"
-            self.fail(name, f"must be {what}, not {_kind(value)}")
+            return self.bad(name, f"must be {what}, not {_kind(value)}", default)
         if minimum is None and value <= 0:
-            self.fail(name, f"must be greater than 0, not {value}")
+            return self.bad(name, f"must be greater than 0, not {value}", default)
         if minimum is not None and value < minimum:
-            self.fail(name, f"must be at least {minimum}, not {value}")
+            return self.bad(name, f"must be at least {minimum}, not {value}", default)
         if maximum is not None and value > maximum:
-            self.fail(name, f"must be at most {maximum}, not {value}")
+            return self.bad(name, f"must be at most {maximum}, not {value}", default)
         return value if integer else float(value)
 
     def boolean(self, name: str, default: bool) -> bool:
         value = self.get(name, default)
         if not isinstance(value, bool):
-            self.fail(name, f"must be true or false, not {_kind(value)}")
+            return bool(self.bad(name, f"must be true or false, not {_kind(value)}", default))
         return value
 
     def strings(self, name: str, default: Any = ...) -> Any:
@@ -262,18 +334,20 @@ class _Table:
             or not value
             or not all(isinstance(v, str) and v for v in value)
         ):
-            self.fail(name, "must be a non-empty list of non-empty strings")
+            return self.bad(name, "must be a non-empty list of non-empty strings", default)
         return value
 
-    def table(self, name: str, required: bool = False) -> "_Table":
+    def table(self, name: str, required: bool = False, lenient: bool = False) -> "_Table":
         value = self.get(name, ... if required else {})
-        return _Table(self.source, self.path(name), value)
+        return _Table(self.source, self.path(name), value, self.problems, lenient)
 
     def done(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
-        if unknown:
-            known = ", ".join(sorted(self.seen))
-            self.fail(unknown[0], f"unknown key (known keys here: {known})")
+        """Note every unknown key; stop if this table has any problem."""
+        known = ", ".join(sorted(self.seen))
+        for name in sorted(set(self.data) - self.seen):
+            self.note(name, f"unknown key (known keys here: {known})")
+        if self.noted:
+            raise _Invalid
 
 
 def _kind(value: Any) -> str:
@@ -307,44 +381,75 @@ def load(path: str, check_listen: ListenCheck | None = None) -> Config:
 
 def parse(data: dict[str, Any], source: str = "<config>",
           check_listen: ListenCheck | None = None) -> Config:
-    """Validate an already-decoded config mapping (used by load and the demo)."""
-    top = _Table(source, "", data)
-    server = _server(top.table("server"), check_listen)
-    upstream = _upstream(top.table("upstream"))
-    shards = _shards(top.table("shards", required=True))
-    names = {s.name for s in shards}
-    shard_map = _shard_map(top.table("shard_map"), names)
-    routes = _routes(top, shard_map)
-    secret = _cursor(top.table("cursor"))
-    health = _health(top.table("health"))
-    outlier = _outlier(top.table("outlier"))
-    admin = _admin(top.table("admin"), len(shards))
-    top.done()
+    """Validate an already-decoded config mapping (used by load and the demo).
+
+    Each part is validated on its own and the ConfigError raised at the end
+    carries every problem found. A part that refers to another (routes to
+    [shard_map], [shard_map] and [admin] to [shards]) is checked against the
+    names the other declares, valid or not, so one mistake is reported once.
+    """
+    problems: list[ConfigError] = []
+    top = _Table(source, "", data, problems)
+    server = _check(lambda: _server(top.table("server", lenient=True), check_listen),
+                    ServerConfig())
+    upstream = _check(lambda: _upstream(top.table("upstream", lenient=True)), UpstreamConfig())
+    shards: tuple[Shard, ...] = _check(lambda: _shards(top.table("shards", required=True)), ())
+    shard_names = _declared(top, "shards") or None  # none: [shards] itself is the problem
+    shard_map: Mapping[str, Mapping[str, str]] = _check(
+        lambda: _shard_map(top.table("shard_map"), shard_names), MappingProxyType({}))
+    routes: tuple[Route, ...] = _check(lambda: _routes(top, _declared(top, "shard_map")), ())
+    secret = _check(lambda: _cursor(top.table("cursor", lenient=True)), None)
+    health = _check(lambda: _health(top.table("health", lenient=True)), HealthConfig())
+    outlier = _check(lambda: _outlier(top.table("outlier", lenient=True)), OutlierConfig())
+    admin = _check(lambda: _admin(top.table("admin"), len(shard_names) if shard_names else None,
+                                  check_listen, server.listen),
+                   AdminConfig())
+    _check(top.done, None)
+    if problems:
+        raise ConfigError.combine(problems)
     return Config(source, server, upstream, shards, routes, shard_map=shard_map,
                   cursor_secret=secret, health=health, outlier=outlier, admin=admin)
 
 
-def _admin(t: _Table, shards: int) -> AdminConfig:
+def _declared(top: _Table, name: str) -> set[str] | None:
+    """The names of the tables under top-level ``[name]``, valid or not
+    (None: ``name`` is not a table, so nothing can be checked against it)."""
+    value = top.data.get(name, {})
+    return set(value) if isinstance(value, dict) else None
+
+
+def _admin(t: _Table, shards: int | None, check_listen: ListenCheck | None = None,
+           main_listen: str | None = None) -> AdminConfig:
+    """``shards``: how many are configured (None: unknown, [shards] is bad)."""
+    listen = t.string("listen", None)
+    if listen is not None:
+        problem = check_listen(listen) if check_listen is not None else None
+        if problem:
+            t.note("listen", problem)
+        elif listen == main_listen and not re.match(r"^[a-z0-9]+:0(:|\Z)", listen):  # 0: any
+            t.note("listen", "is server.listen: give the admin endpoint its own port, or "
+                   "leave admin.listen out to serve it on the main endpoint")
     value = t.get("ready_min_shards", AdminConfig.ready_min_shards)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         t.fail("ready_min_shards", "must be a count of shards (a whole number) or a share of "
                f"them (a number between 0 and 1, such as 0.5), not {_kind(value)}")
     if isinstance(value, int):
-        if not 1 <= value <= shards:
-            t.fail("ready_min_shards", f"a count of shards must be between 1 and the {shards} "
-                   f"configured, not {value}")
+        if value < 1 or (shards is not None and value > shards):
+            most = "the number of shards" if shards is None else f"the {shards} configured"
+            t.fail("ready_min_shards", f"a count of shards must be between 1 and {most}, "
+                   f"not {value}")
     elif not 0 < value <= 1:
         t.fail("ready_min_shards", f"a share of the shards must be above 0 and at most 1, "
                f"not {value}")
     t.done()
-    return AdminConfig(ready_min_shards=value)
+    return AdminConfig(listen=listen, ready_min_shards=value)
 
 
 def _health(t: _Table) -> HealthConfig:
     d = HealthConfig()
     path = t.string("path", None)
     if path is not None and not path.startswith("/"):
-        t.fail("path", f"{path!r} must start with '/'")
+        path = t.bad("path", f"{path!r} must start with '/'", None)
     h = HealthConfig(
         path=path,
         interval=t.number("interval", d.interval),
@@ -373,54 +478,73 @@ def _outlier(t: _Table) -> OutlierConfig:
 
 
 def _cursor(t: _Table) -> bytes | None:
-    env = t.string("secret_env", None)
-    path = t.string("secret_file", None)
+    """The cursor HMAC secret from the one source [cursor] names (None: none)."""
+    given = {name: value for name in SECRET_SOURCES if (value := t.string(name, None))}
     t.done()
-    if env and path:
-        t.fail("secret_env", "set secret_env or secret_file, not both")
-    secret: str | bytes | None = None
-    if env:
-        import os
-
-        secret = os.environ.get(env)
-        if not secret:
-            t.fail("secret_env", f"environment variable {env} is not set or empty")
-    elif path:
-        try:
-            with open(path, "rb") as f:
-                secret = f.read().strip()
-        except OSError as e:
-            t.fail("secret_file", f"cannot read {path}: {e.strerror or e}")
-    if secret is None:
+    if len(given) > 1:
+        t.fail(list(given)[1], f"set only one of {', '.join(SECRET_SOURCES)} "
+               f"(this file sets {' and '.join(given)})")
+    if not given:
         return None
-    secret = secret.encode() if isinstance(secret, str) else secret
+    [(name, value)] = given.items()
+    secret = _read_secret(t, name, value)
     if len(secret) < 16:
-        t.fail("secret_env" if env else "secret_file", "the secret must be at least 16 bytes")
+        t.fail(name, f"the secret must be at least 16 bytes, not {len(secret)}")
     return secret
+
+
+def _read_secret(t: _Table, name: str, value: str) -> bytes:
+    """The secret named by ``[cursor] name = value``; a file's is stripped."""
+    if name == "secret_env":
+        secret = os.environ.get(value)
+        if not secret:
+            t.fail(name, f"environment variable {value} is not set or empty")
+        return secret.encode()
+    path, hint = value, ""
+    if name == "secret_credential":
+        if not CREDENTIAL_NAME.match(value):
+            t.fail(name, f"{value!r} is not a credential name (letters, digits, '_', '-' "
+                   "and '.'; it is a file name in $CREDENTIALS_DIRECTORY)")
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            t.fail(name, f"CREDENTIALS_DIRECTORY is not set: not running under systemd with "
+                   f"LoadCredential={value}:..., or set secret_file instead")
+        path = os.path.join(directory, value)
+        hint = f" (is LoadCredential={value}:... in the unit?)"
+    try:
+        with open(path, "rb") as f:
+            return f.read().strip()
+    except OSError as e:
+        t.fail(name, f"cannot read {path}: {e.strerror or e}{hint}")
 
 
 def _server(t: _Table, check_listen: ListenCheck | None) -> ServerConfig:
     listen = t.string("listen", DEFAULT_LISTEN)
     problem = check_listen(listen) if check_listen is not None else None
     if problem:
-        t.fail("listen", problem)
+        t.note("listen", problem)
     max_body = t.number("max_body", ServerConfig.max_body, integer=True)
     access_log = t.boolean("access_log", True)
     workers = t.get("workers", 1)
     if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int)
                               or workers < 1):
-        t.fail("workers", f"must be a whole number >= 1 or \"auto\", not {workers!r}")
-    if workers != 1 and not listen.split(":", 1)[0] in ("tcp", "tcp6", "systemd"):
-        t.fail("workers", "several workers share a tcp: or systemd: listening socket; "
-               "put TLS in front (the load balancer) or use one worker")
+        workers = t.bad("workers", f"must be a whole number >= 1 or \"auto\", not {workers!r}", 1)
     drain_timeout = t.number("drain_timeout", ServerConfig.drain_timeout)
     drain_delay = t.number("drain_delay", ServerConfig.drain_delay, minimum=0)
     write_buffer = t.number("write_buffer", ServerConfig.write_buffer, integer=True)
     merge_queue = t.number("merge_queue", ServerConfig.merge_queue, integer=True)
+    log_format = t.get("log_format", ServerConfig.log_format)
+    if log_format not in LOG_FORMATS:
+        log_format = t.bad("log_format", f"must be one of {', '.join(map(repr, LOG_FORMATS))}, "
+                           f"not {log_format!r}", ServerConfig.log_format)
     t.done()
+    if workers != 1 and not listen.split(":", 1)[0] in ("tcp", "tcp6", "systemd"):
+        t.fail("workers", "several workers share a tcp: or systemd: listening socket; "
+               "put TLS in front (the load balancer) or use one worker")
     return ServerConfig(listen=listen, max_body=max_body, access_log=access_log, workers=workers,
                         drain_timeout=drain_timeout, drain_delay=drain_delay,
-                        write_buffer=write_buffer, merge_queue=merge_queue)
+                        write_buffer=write_buffer, merge_queue=merge_queue,
+                        log_format=log_format)
 
 
 def _upstream(t: _Table) -> UpstreamConfig:
@@ -443,64 +567,89 @@ def _upstream(t: _Table) -> UpstreamConfig:
 
 
 def _shards(t: _Table) -> tuple[Shard, ...]:
+    """The valid shards; each shard's problems are its own."""
     if not t.data:
         t.fail("", "at least one shard is required, e.g. [shards.s1] urls = [...]")
-    shards = []
-    for name in t.data:
-        st = t.table(name)
-        if not SHARD_NAME.match(name):
-            t.fail(name, "a shard name may only use letters, digits, '_' and '-'")
-        urls = tuple(_url(u, st) for u in st.strings("urls"))
-        for i, url in enumerate(urls):
-            if url in urls[:i]:
-                st.fail("urls", f"{url!r} is listed twice (replicas must be distinct)")
-        st.done()
-        shards.append(Shard(name=name, urls=urls))
-    return tuple(shards)
+    shards = [_check(partial(_shard, t, name), None) for name in t.data]
+    return tuple(shard for shard in shards if shard is not None)
 
 
-def _url(url: str, t: _Table) -> str:
+def _shard(shards: _Table, name: str) -> Shard:
+    t = shards.table(name)
+    if not SHARD_NAME.match(name):
+        shards.fail(name, "a shard name may only use letters, digits, '_' and '-'")
+    urls: list[str] = []
+    for url in t.strings("urls"):
+        problem = _url_problem(url)
+        if problem:
+            t.note("urls", problem)
+        elif url.rstrip("/") in urls:
+            t.note("urls", f"{url.rstrip('/')!r} is listed twice (replicas must be distinct)")
+        else:
+            urls.append(url.rstrip("/"))
+    t.done()
+    return Shard(name=name, urls=tuple(urls))
+
+
+def _url_problem(url: str) -> str | None:
+    """What is wrong with a shard URL (None: nothing).
+
+    Any '@' is taken for credentials, and checked first, so that no text
+    here ever shows a password: a base URL's path has no use for '@', and a
+    password with an unescaped '/' or '#' would not parse as one.
+    """
+    if "@" in url:
+        masked = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)?.*@", r"\1***@", url, flags=re.DOTALL)
+        return (f"{masked!r} must not contain a user or password: credentials in URLs "
+                "end up in logs; authenticate with a header or TLS instead")
+    if re.search(r"\s", url):
+        return f"{url!r} must not contain whitespace (spaces, tabs or newlines)"
     try:
         parts = urlsplit(url)
         _ = parts.port  # raises ValueError on a bad port
     except ValueError as e:
-        t.fail("urls", f"{url!r} is not a valid URL ({e})")
+        return f"{url!r} is not a valid URL ({e})"
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        t.fail("urls", f"{url!r} must be an http:// or https:// URL with a host")
+        return f"{url!r} must be an http:// or https:// URL with a host"
     if parts.query or parts.fragment:
-        t.fail("urls", f"{url!r} must not have a query or fragment")
-    return url.rstrip("/")
+        return f"{url!r} must not have a query or fragment"
+    return None
 
 
-def _shard_map(t: _Table, shard_names: set[str]) -> Mapping[str, Mapping[str, str]]:
+def _shard_map(t: _Table, shard_names: Collection[str] | None
+               ) -> Mapping[str, Mapping[str, str]]:
+    """``shard_names``: the shards declared (None: unknown, not checked)."""
+    tables = {name: _check(partial(t.table, name), None) for name in t.data}
     out = {}
-    for key_name in t.data:
-        mt = t.table(key_name)
+    for name, mt in tables.items():
+        if mt is None:
+            continue
         for value, shard in mt.data.items():
-            mt.seen.add(value)
             if not isinstance(shard, str):
-                mt.fail(value, f"must name a shard (a string), not {_kind(shard)}")
-            if shard not in shard_names:
-                mt.fail(value, f"names shard {shard!r}, which is not in [shards]")
-        out[key_name] = MappingProxyType(dict(mt.data))
+                mt.note(value, f"must name a shard (a string), not {_kind(shard)}")
+            elif shard_names is not None and shard not in shard_names:
+                mt.note(value, f"names shard {shard!r}, which is not in [shards]")
+        out[name] = MappingProxyType(dict(mt.data))
     return MappingProxyType(out)
 
 
-def _routes(top: _Table, shard_map: Mapping[str, Any]) -> tuple[Route, ...]:
+def _routes(top: _Table, shard_maps: Collection[str] | None) -> tuple[Route, ...]:
+    """The valid routes; each route's problems are its own."""
     raw = top.get("routes", None)
     if not isinstance(raw, list) or not raw:
         top.fail("routes", "at least one [[routes]] entry is required")
     routes: list[Route] = []
     for i, item in enumerate(raw):
-        route = _route(_Table(top.source, f"routes[{i}]", item), shard_map)
-        for other in routes:
-            if other.path.text == route.path.text and _overlap(other.methods, route.methods):
-                raise ConfigError(
-                    top.source,
-                    f"{route.key}.path",
-                    f"{route.path.text!r} with these methods is already served by {other.key}",
-                )
-        routes.append(route)
+        route = _check(partial(_route, top, f"routes[{i}]", item, shard_maps), None)
+        if route is None:
+            continue
+        other = next((o for o in routes if o.path.text == route.path.text
+                      and _overlap(o.methods, route.methods)), None)
+        if other is not None:
+            top.note(f"{route.key}.path",
+                     f"{route.path.text!r} with these methods is already served by {other.key}")
+        else:
+            routes.append(route)
     return tuple(routes)
 
 
@@ -508,7 +657,8 @@ def _overlap(a: frozenset[str] | None, b: frozenset[str] | None) -> bool:
     return a is None or b is None or bool(a & b)
 
 
-def _route(t: _Table, shard_map: Mapping[str, Any]) -> Route:
+def _route(top: _Table, key: str, data: Any, shard_maps: Collection[str] | None) -> Route:
+    t = _Table(top.source, key, data, top.problems)
     text = t.string("path")
     try:
         path = PathTemplate.parse(text)
@@ -532,7 +682,7 @@ def _route(t: _Table, shard_map: Mapping[str, Any]) -> Route:
                       find=_find_options(t))
     else:
         route = Route(path, mode, methods, t.key, id_fields, relay=_relay_options(t),
-                      owner=_owner_options(t, path, shard_map))
+                      owner=_owner_options(t, path, shard_maps))
     t.done()
     return route
 
@@ -593,8 +743,10 @@ def _no_owner_keys(t: _Table) -> None:
                    "(use mode = \"route\" when the owner is known)")
 
 
-def _owner_options(t: _Table, path: PathTemplate, shard_map: Mapping[str, Any]) -> OwnerOptions:
-    """How a route request finds its shard; check the keys agree."""
+def _owner_options(t: _Table, path: PathTemplate,
+                   shard_maps: Collection[str] | None) -> OwnerOptions:
+    """How a route request finds its shard; check the keys agree.
+    ``shard_maps``: the [shard_map.NAME] tables (None: unknown, not checked)."""
     given = {name: t.string(name, None) for name in _OWNER_KEYS}
     owners = [name for name in _OWNER_KEYS if given[name]]
     if len(owners) != 1:
@@ -605,7 +757,7 @@ def _owner_options(t: _Table, path: PathTemplate, shard_map: Mapping[str, Any]) 
         if given[name] and given[name] not in path.params:
             t.fail(name, f"{given[name]!r} is not a parameter of path {path.text!r}")
     key = given["shard_key"]
-    if key and key not in shard_map:
+    if key and shard_maps is not None and key not in shard_maps:
         t.fail("shard_key", f"there is no [shard_map.{key}] table saying "
                "which shard owns which key")
     body = given["shard_key_body"]
@@ -635,3 +787,39 @@ def _paths(t: _Table, name: str) -> tuple[DottedPath, ...]:
     if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
         t.fail(name, "must be a list of dotted paths like 'price.amount'")
     return tuple(_path(t, name, p) for p in value)
+
+
+def changes(old: Config, new: Config) -> list[str]:
+    """What a reload changes, in words for the log (never a secret's value)."""
+    out = []
+    before = {s.name: s for s in old.shards}
+    after = {s.name: s for s in new.shards}
+    added = [n for n in after if n not in before]
+    removed = [n for n in before if n not in after]
+    moved = [n for n in after if n in before and after[n].urls != before[n].urls]
+    if added:
+        out.append("shards added: " + ", ".join(added))
+    if removed:
+        out.append("shards removed: " + ", ".join(removed))
+    if moved:
+        out.append("shard replicas changed: " + ", ".join(moved))
+    def label(r: Route) -> str:
+        methods = ",".join(sorted(r.methods)) if r.methods else "any method"
+        return f"{r.path.text} ({r.mode}, {methods})"
+
+    old_routes = {label(r) for r in old.routes}
+    new_routes = {label(r) for r in new.routes}
+    if new_routes - old_routes:
+        out.append("routes added: " + ", ".join(sorted(new_routes - old_routes)))
+    if old_routes - new_routes:
+        out.append("routes removed: " + ", ".join(sorted(old_routes - new_routes)))
+    if old_routes == new_routes and old.routes != new.routes:
+        out.append("route options changed")
+    if old.shard_map != new.shard_map:
+        out.append("shard_map changed")
+    for name in ("server", "upstream", "health", "outlier", "admin"):
+        if getattr(old, name) != getattr(new, name):
+            out.append(f"[{name}] changed")
+    if old.cursor_secret != new.cursor_secret:
+        out.append("cursor secret changed")
+    return out

@@ -40,6 +40,7 @@ from . import ids, paging
 from .config import Route
 from .encode import JSONListEncoder, NDJSONEncoder, encoder_for
 from .errors import ShardError, error_body, failure_answer
+from .outcome import Outcome
 from .merge import InterleavedMerge, OrderedMerge, Unsorted, sort_key
 from .parse import ItemParser, ParseError
 from .paths import DottedPath
@@ -291,6 +292,13 @@ class Scatter:
     @property
     def failures(self) -> dict[int, ShardError]:
         return {rec.index: rec.error for rec in self._shards if rec.error is not None}
+
+    def outcome(self) -> Outcome:
+        """For the access log and the metrics."""
+        return Outcome(asked=len(self._shards),
+                       failed={rec.name: rec.error.code for rec in self._shards
+                               if rec.error is not None},
+                       items={rec.name: rec.delivered for rec in self._shards})
 
     def meta(self) -> dict[str, Any]:
         shards = self._shards

@@ -14,11 +14,14 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from ..core import config as config_mod
+from ..observe import logs
 from ..core import parse
 from ..upstream.client import UpstreamClient
 from ..web.gateway import Gateway
-from ..web.site import TrackingSite, make_site
+from ..observe.metrics import metrics
+from ..web.site import TrackingSite, make_admin_site, make_site
 from .endpoints import adopt, listen_now
+from .notify import Lifecycle, SystemdNotifier
 from .signals import install_signal_handlers
 from .startup import load_config, prepare_process
 
@@ -37,6 +40,8 @@ class GatewayService(Service):
         signals: bool = True,
         adopt_fd: int | None = None,
         name: str = "shardstream",
+        lifecycle: Lifecycle | None = None,
+        admin_fd: int | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
@@ -48,16 +53,28 @@ class GatewayService(Service):
         self.config_path = config_path
         self.signals = signals
         self.port: Any = None
+        self.admin_fd = admin_fd
+        self.admin_port: Any = None  # admin.listen's, when configured
         self.site: TrackingSite | None = None
+        self.generation = 1
         self.retired: list[UpstreamClient] = []
+        self.lifecycle: Lifecycle = lifecycle if lifecycle is not None else SystemdNotifier()
+        # A worker's reloads are counted once, by its supervisor.
+        self.counts_reloads = lifecycle is None
 
     @property
     def address(self) -> Any:
         return self.port.getHost()
 
+    def setServiceParent(self, parent: Any) -> None:
+        super().setServiceParent(parent)
+        if hasattr(parent, "setComponent"):  # twistd's application: it logs as told
+            logs.attach(parent, self.config.server.log_format)
+
     def startService(self) -> None:
         super().startService()
         prepare_process()
+        metrics().generation.set(self.generation)
         client = UpstreamClient(self.reactor, self.config.upstream)
         gateway = Gateway(self.config, client)
         self.site = make_site(gateway)
@@ -66,9 +83,18 @@ class GatewayService(Service):
             self.port = adopt(self.reactor, self.adopt_fd, self.site)
         else:
             self.port = listen_now(self.reactor, self.listen, self.site)
+        admin_listen = self.config.admin.listen
+        if self.admin_fd is not None:
+            self.admin_port = adopt(self.reactor, self.admin_fd, make_admin_site(self.site))
+        elif admin_listen is not None:
+            self.admin_port = listen_now(self.reactor, admin_listen, make_admin_site(self.site))
+        if self.admin_port is not None:
+            log.info("{label}: admin endpoint (/livez /readyz /healthz /metrics) on {address}",
+                     label=self.label, address=self.admin_port.getHost())
         log.info(
             "{label} listening on {address} with {shards} shards and {routes} routes "
             "(config {source}, ijson backend {backend})",
+            event="startup",
             label=self.label,
             address=self.address,
             shards=len(self.config.shards),
@@ -79,6 +105,11 @@ class GatewayService(Service):
         _warn_about(self.config)
         if self.signals:
             self.reactor.callWhenRunning(self._install_signal_handlers)
+        self.reactor.callWhenRunning(self.lifecycle.ready, self._serving())
+
+    def _serving(self) -> str:
+        return (f"serving {len(self.config.shards)} shards, {len(self.config.routes)} routes "
+                f"on {self.listen}")
 
     def _install_signal_handlers(self) -> None:
         install_signal_handlers(self.reactor, self.reload, self.label)
@@ -91,13 +122,22 @@ class GatewayService(Service):
 
     def reload(self) -> bool:
         """Read the config file again; swap it in for new requests if it is valid."""
+        self.lifecycle.reloading(f"reloading {self.config_path or 'nothing (demo mode)'}")
+        taken = self._reload()
+        if self.counts_reloads:
+            metrics().reloads.labels("taken" if taken else "rejected").inc()
+        self.lifecycle.reloaded(taken, ("" if taken else "reload rejected; ") + self._serving())
+        return taken
+
+    def _reload(self) -> bool:
         if self.config_path is None:
             log.info("SIGHUP: no config file to reload (demo mode)")
             return False
         try:
             new = load_config(self.config_path)
         except config_mod.ConfigError as e:
-            log.error("reload rejected, keeping the running config: {error}", error=str(e))
+            log.error("reload rejected, keeping the running config: {error}", error=str(e),
+                      event="reload_rejected")
             return False
         old = self.gateway
         client = old.client
@@ -106,17 +146,24 @@ class GatewayService(Service):
             # In-flight requests finish on the old pool; then its connections close.
             old.client.retire()
             self.retired.append(old.client)
-        if new.server.listen != self.config.server.listen:
-            log.warn("reload: server.listen changed; a restart is needed to apply it")
+        for key, before, after in (("server.listen", self.config.server.listen, new.server.listen),
+                                   ("admin.listen", self.config.admin.listen, new.admin.listen)):
+            if before != after:
+                log.warn("reload: {key} changed; a restart is needed to apply it", key=key)
         gateway = Gateway(new, client, previous=old)
         assert self.site is not None  # self.gateway needed it
         self.site.resource.gateway = gateway
         old.stop()
         gateway.start()
+        changes = config_mod.changes(self.config, new)
         self.config = new
+        self.generation += 1
+        metrics().generation.set(self.generation)
         _warn_about(new)
-        log.info("{label}: reloaded {source}: {shards} shards, {routes} routes", label=self.label,
-                 source=new.source, shards=len(new.shards), routes=len(new.routes))
+        log.info("{label}: reloaded {source}: {shards} shards, {routes} routes ({changes})",
+                 event="reload", label=self.label, source=new.source, shards=len(new.shards),
+                 routes=len(new.routes), changes="; ".join(changes) or "no changes",
+                 changed=changes, generation=self.generation)
         return True
 
     @defer.inlineCallbacks
@@ -129,12 +176,14 @@ class GatewayService(Service):
         if not self.running:
             return
         super().stopService()
+        self.lifecycle.stopping(f"draining (up to {self.config.server.drain_delay:g} s + "
+                                f"{self.config.server.drain_timeout:g} s)")
         if self.site is not None:
             self.site.resource.draining = True
             delay = self.config.server.drain_delay
             if delay > 0 and self.port is not None:
                 log.info("{label}: draining: /readyz answers 503; closing the listener in "
-                         "{delay:g} s", label=self.label, delay=delay)
+                         "{delay:g} s", label=self.label, delay=delay, event="drain")
                 yield task.deferLater(self.reactor, delay, lambda: None)
         if self.port is not None:
             yield self.port.stopListening()
@@ -144,6 +193,8 @@ class GatewayService(Service):
             yield self.gateway.client.close()
         for client in self.retired:
             yield client.close()
+        if self.admin_port is not None:  # last: /readyz said 503 through the whole drain
+            yield self.admin_port.stopListening()
 
     @defer.inlineCallbacks
     def _drain(self, timeout: float) -> Any:

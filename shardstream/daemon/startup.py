@@ -1,6 +1,6 @@
 """What the daemon does before it serves: load the config with the daemon's
-own checks, prepare the process once, and end with one clear line when it
-cannot start."""
+own checks, prepare the process once, and end with status 78 (EX_CONFIG)
+and one clear line per problem when it cannot start."""
 
 from __future__ import annotations
 
@@ -18,10 +18,15 @@ EX_CONFIG = 78  # sysexits.h: a configuration error; systemd is told not to retr
 
 
 class StartupError(SystemExit):
-    """Ends twistd with a non-zero status after saying why on stderr, in one line."""
+    """Ends twistd after saying why on stderr, one line per problem.
 
-    def __init__(self, message: str, status: int = 1) -> None:
-        sys.stderr.write(f"shardstream: {message}\n")
+    The status is EX_CONFIG unless told otherwise: whatever stops the
+    gateway before it serves (the config, the options, a ``listen`` that
+    cannot be parsed or bound) is for ops to fix, not for a restart loop.
+    """
+
+    def __init__(self, message: str, status: int = EX_CONFIG) -> None:
+        sys.stderr.write("".join(f"shardstream: {line}\n" for line in message.splitlines()))
         sys.stderr.flush()
         super().__init__(status)
 

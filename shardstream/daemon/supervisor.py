@@ -9,7 +9,9 @@ hold it for the workers. A socket systemd passed in is shared instead: the
 workers inherit it as fd 3 and accept on it. A worker that dies is started again (with a growing pause if it keeps
 dying at once). SIGTERM and SIGHUP are passed on to every worker; a SIGHUP
 is checked against the config first, so a broken file is reported once by
-the supervisor and no worker drops its running config.
+the supervisor and no worker drops its running config. The supervisor
+speaks to systemd for the service: READY=1 once every worker listens, and a
+reload is finished once every worker reported it (notify.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
 from ..core import config as config_mod
+from ..observe import logs
+from ..observe import metrics as metrics_mod
+from . import notify
 from .endpoints import listen_now, tcp_address
 from .signals import install_signal_handlers
 from .startup import StartupError, load_config
@@ -32,6 +37,9 @@ from .startup import StartupError, load_config
 log = Logger(namespace="shardstream.supervisor")
 
 WORKER_FD = 3
+REPORT_FD = 4
+ADMIN_FD = 5
+RELOAD_TIMEOUT = 30.0  # a worker that has not reported its reload by then is not waited for
 
 
 class _Idle(protocol.Factory):
@@ -45,7 +53,16 @@ class _Worker(protocol.ProcessProtocol):
         self.supervisor = supervisor
         self.index = index
         self.started = supervisor.reactor.seconds()
+        self.pid = 0
         self.ended: defer.Deferred[None] = defer.Deferred()
+        self._partial = b""
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD != REPORT_FD:
+            return
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            self.supervisor._reported(self, line.decode("ascii", "replace").strip())
 
     def processEnded(self, reason: Any) -> None:
         self.supervisor._ended(self, reason)
@@ -65,63 +82,92 @@ class Supervisor(Service):
         self.count = workers
         self.listen = listen or config.server.listen
         self.signals = signals
-        self.port: Any = None
-        self.reserved: socket.socket | None = None
-        self.bind: tuple[int, str, int] | None = None
-        self.backlog = 50
+        self.shared: list[_Shared] = []
+        self.metrics_dir: str | None = None
         self.workers: dict[int, tuple[_Worker, Any]] = {}
         self.stopping = False
         self.restarts = 0
+        self.lifecycle = notify.SystemdNotifier()
+        self.ready: set[int] = set()  # workers that listen
+        self.announced = False  # READY=1 sent for the whole service
+        self.reload_pending: set[int] = set()
+        self.reload_rejected = 0
+        self.reload_timer: Any = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        super().setServiceParent(parent)
+        if hasattr(parent, "setComponent"):  # twistd's application: it logs as told
+            logs.attach(parent, self.config.server.log_format)
 
     def startService(self) -> None:
         super().startService()
-        address = tcp_address(self.listen)
-        if address is not None:
-            family, host, port, self.backlog = address
-            self.reserved = socket.socket(family, socket.SOCK_STREAM)
-            self.reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            try:
-                self.reserved.bind((host, port))
-            except OSError as e:
-                raise StartupError(f"cannot listen on {self.listen!r}: {e.strerror}") from None
-            self.bind = (family, host, self.reserved.getsockname()[1])
-            shown = f"{host}:{self.bind[2]} (SO_REUSEPORT)"
-        else:
-            self.port = listen_now(self.reactor, self.listen, _Idle())
-            self.port.stopReading()  # only the workers accept
-            shown = str(self.port.getHost())
+        self.metrics_dir = metrics_mod.shared_directory()  # before any metric exists here
+        self.shared = [_Shared(self.reactor, self.listen, "", WORKER_FD)]
+        if self.config.admin.listen is not None:
+            self.shared.append(_Shared(self.reactor, self.config.admin.listen, "admin-",
+                                       ADMIN_FD))
+        shown = [shared.open() for shared in self.shared]
         for i in range(self.count):
             self._spawn(i)
-        log.info("shardstream supervisor on {address}: {n} workers", address=shown, n=self.count)
+        log.info("shardstream supervisor on {address}: {n} workers", address=" and ".join(shown),
+                 n=self.count, event="startup")
+        self.lifecycle.status(f"starting {self.count} workers on {self.listen}")
         if self.signals:
             self.reactor.callWhenRunning(self._install_signal_handlers)
 
     def _spawn(self, index: int) -> None:
         worker = _Worker(self, index)
         args = [sys.executable, "-m", "shardstream.daemon.worker", "--config", self.config_path,
-                "--index", str(index)]
-        fds = {0: 0, 1: 1, 2: 2}
-        if self.bind is not None:
-            family, host, port = self.bind
-            args += ["--bind", f"{int(family)},{host},{port},{self.backlog}"]
-        else:
-            args += ["--fd", str(WORKER_FD)]
-            fds[WORKER_FD] = self.port.fileno()
-        process = self.reactor.spawnProcess(worker, sys.executable, args,
-                                            env=os.environ.copy(), childFDs=fds)
+                "--index", str(index), "--report-fd", str(REPORT_FD)]
+        fds: dict[int, int | str] = {0: 0, 1: 1, 2: 2, REPORT_FD: "r"}
+        for shared in self.shared:
+            args += shared.worker_args(fds)
+        env = os.environ.copy()
+        env.pop("NOTIFY_SOCKET", None)  # the supervisor speaks for the service
+        process = self.reactor.spawnProcess(worker, sys.executable, args, env=env, childFDs=fds)
+        worker.pid = process.pid
         self.workers[index] = (worker, process)
+
+    def _reported(self, worker: _Worker, word: str) -> None:
+        if self.workers.get(worker.index, (None,))[0] is not worker:
+            return
+        if word == notify.READY:
+            self.ready.add(worker.index)
+            if len(self.ready) == self.count and not self.stopping:
+                if not self.announced:
+                    self.announced = True
+                    log.info("service ready: {status}", status=self._serving())
+                    self.lifecycle.ready(self._serving())
+                else:
+                    self.lifecycle.status(self._serving())
+        elif word in (notify.RELOADED, notify.REJECTED) and worker.index in self.reload_pending:
+            self.reload_rejected += word == notify.REJECTED
+            self.reload_pending.discard(worker.index)
+            if not self.reload_pending:
+                self._reload_done()
+
+    def _serving(self) -> str:
+        return (f"serving {len(self.config.shards)} shards, {len(self.config.routes)} routes "
+                f"on {self.listen} with {len(self.ready)} of {self.count} workers ready")
 
     def _ended(self, worker: _Worker, reason: Any) -> None:
         if self.workers.get(worker.index, (None,))[0] is worker:
             del self.workers[worker.index]
+        self.ready.discard(worker.index)
+        metrics_mod.process_ended(worker.pid)
+        if worker.index in self.reload_pending:  # it reads the new file when it starts again
+            self.reload_pending.discard(worker.index)
+            if not self.reload_pending:
+                self._reload_done()
         if self.stopping:
             return
+        self.lifecycle.status(f"worker {worker.index} ended; restarting it; " + self._serving())
         lived = self.reactor.seconds() - worker.started
         self.restarts += 1
         delay = 0.1 if lived > 5 else min(10.0, 0.5 * 2 ** min(self.restarts, 5))
         log.warn("worker {i} ended ({reason}); starting it again in {delay:.1f} s",
-                 i=worker.index, reason=reason.getErrorMessage(), delay=delay)
+                 i=worker.index, reason=reason.getErrorMessage(), delay=delay,
+                 event="worker_restart", restarts=self.restarts)
         self.reactor.callLater(delay, self._respawn, worker.index)
 
     def _respawn(self, index: int) -> None:
@@ -139,13 +185,45 @@ class Supervisor(Service):
                 pass
 
     def reload(self) -> None:
+        """Check the file, then reload every worker; the service has reloaded
+        (READY=1 after RELOADING=1) when every worker said so."""
+        if self.reload_pending:
+            log.warn("SIGHUP: a reload is still in progress; ignored")
+            return
+        self.lifecycle.reloading(f"reloading {self.config_path}")
         try:
             self.config = load_config(self.config_path)  # its drain times apply from now
         except config_mod.ConfigError as e:
-            log.error("reload rejected, keeping the running config: {error}", error=str(e))
+            log.error("reload rejected, keeping the running config: {error}", error=str(e),
+                      event="reload_rejected")
+            metrics_mod.metrics().reloads.labels("rejected").inc()
+            self.lifecycle.reloaded(False, "reload rejected; " + self._serving())
             return
         log.info("SIGHUP: reloading {n} workers", n=len(self.workers))
+        self.reload_pending = set(self.workers)
+        self.reload_rejected = 0
+        if not self.reload_pending:
+            self._reload_done()
+            return
+        self.reload_timer = self.reactor.callLater(RELOAD_TIMEOUT, self._reload_late)
         self._signal_all(signal.SIGHUP)
+
+    def _reload_late(self) -> None:
+        self.reload_timer = None
+        log.warn("reload: workers {late} did not report within {t:g} s",
+                 late=sorted(self.reload_pending), t=RELOAD_TIMEOUT)
+        self.reload_pending.clear()
+        self._reload_done()
+
+    def _reload_done(self) -> None:
+        if self.reload_timer is not None and self.reload_timer.active():
+            self.reload_timer.cancel()
+        self.reload_timer = None
+        rejected = self.reload_rejected
+        note = f"{rejected} workers rejected the reload; " if rejected else "reloaded; "
+        log.info("reload finished: {status}", status=note + self._serving(), event="reload")
+        metrics_mod.metrics().reloads.labels("rejected" if rejected else "taken").inc()
+        self.lifecycle.reloaded(not rejected, note + self._serving())
 
     def _install_signal_handlers(self) -> None:
         install_signal_handlers(self.reactor, self.reload, "supervisor")
@@ -154,6 +232,10 @@ class Supervisor(Service):
     def stopService(self) -> Any:
         super().stopService()
         self.stopping = True
+        self.lifecycle.stopping(f"stopping: draining {len(self.workers)} workers")
+        log.info("stopping: draining {n} workers", n=len(self.workers), event="drain")
+        if self.reload_timer is not None and self.reload_timer.active():
+            self.reload_timer.cancel()
         ended = [w.ended for w, _ in self.workers.values()]
         self._signal_all(signal.SIGTERM)
         server = self.config.server  # the workers drain first, then they are killed
@@ -162,10 +244,55 @@ class Supervisor(Service):
         yield defer.DeferredList(ended)
         if kill.active():
             kill.cancel()
-        if self.port is not None:
-            yield self.port.stopListening()
+        for shared in self.shared:
+            yield shared.close()
+        if self.metrics_dir is not None:
+            metrics_mod.remove_directory(self.metrics_dir)
+
+
+class _Shared:
+    """One listening address every worker accepts on.
+
+    A ``tcp:`` address is bound here without listening (to fail early if it
+    is taken, and to hold it), and each worker binds its own socket to it
+    with SO_REUSEPORT; any other endpoint (a socket systemd passed, a unix
+    socket) is listened on here and inherited by the workers."""
+
+    def __init__(self, reactor: Any, listen: str, flag: str, fd: int) -> None:
+        self.reactor, self.listen, self.flag, self.fd = reactor, listen, flag, fd
+        self.port: Any = None
+        self.reserved: socket.socket | None = None
+        self.bind: tuple[int, str, int] | None = None
+        self.backlog = 50
+
+    def open(self) -> str:
+        address = tcp_address(self.listen)
+        if address is None:
+            self.port = listen_now(self.reactor, self.listen, _Idle())
+            self.port.stopReading()  # only the workers accept
+            return str(self.port.getHost())
+        family, host, port, self.backlog = address
+        self.reserved = socket.socket(family, socket.SOCK_STREAM)
+        self.reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            self.reserved.bind((host, port))
+        except OSError as e:
+            raise StartupError(f"cannot listen on {self.listen!r}: {e.strerror}") from None
+        self.bind = (family, host, self.reserved.getsockname()[1])
+        return f"{host}:{self.bind[2]} (SO_REUSEPORT)"
+
+    def worker_args(self, fds: dict[int, int | str]) -> list[str]:
+        if self.bind is not None:
+            family, host, port = self.bind
+            return [f"--{self.flag}bind", f"{int(family)},{host},{port},{self.backlog}"]
+        fds[self.fd] = self.port.fileno()
+        return [f"--{self.flag}fd", str(self.fd)]
+
+    def close(self) -> Any:
         if self.reserved is not None:
             self.reserved.close()
+        return self.port.stopListening() if self.port is not None else None
 
 
 def resolve_workers(value: str | int | None) -> int:

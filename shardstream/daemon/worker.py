@@ -1,11 +1,13 @@
 """One gateway worker process, started by the supervisor (see supervisor.py).
 
     python -m shardstream.daemon.worker (--fd 3 | --bind FAMILY,HOST,PORT,BACKLOG) --config PATH
+        [--index N] [--report-fd 4]
 
 It accepts on the listening socket it inherited as ``--fd``, or on its own
 socket bound with SO_REUSEPORT to the shared address, and otherwise
 behaves as the single-process gateway: SIGTERM stops it, SIGHUP reloads
-its config.
+its config. It reports listening, reloads and stopping to the supervisor
+on ``--report-fd`` (see notify.py).
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from twisted.logger import globalLogBeginner, textFileLogObserver
+from twisted.logger import globalLogBeginner
 
 from ..core import config as config_mod
+from ..observe import logs
 from .endpoints import bound_socket
+from .notify import PipeReporter
 from .service import GatewayService
 from .startup import EX_CONFIG, load_config
 
@@ -26,19 +30,27 @@ def main(argv: list[str] | None = None) -> int:
     where = ap.add_mutually_exclusive_group(required=True)
     where.add_argument("--fd", type=int, help="an inherited listening socket")
     where.add_argument("--bind", help="family,host,port,backlog: bind with SO_REUSEPORT")
+    admin = ap.add_mutually_exclusive_group()
+    admin.add_argument("--admin-fd", type=int, help="an inherited admin listening socket")
+    admin.add_argument("--admin-bind", help="the admin endpoint's family,host,port,backlog")
     ap.add_argument("--config", required=True)
     ap.add_argument("--index", type=int, default=0)
+    ap.add_argument("--report-fd", type=int, help="a pipe for lifecycle reports to the supervisor")
     a = ap.parse_args(argv)
     try:
         config = load_config(a.config)
     except config_mod.ConfigError as e:
         sys.stderr.write(f"shardstream worker {a.index}: config error: {e}\n")
         return EX_CONFIG
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo([logs.observer(config.server.log_format)],
+                                     redirectStandardIO=False)
     from twisted.internet import reactor
 
     fd = a.fd if a.fd is not None else bound_socket(a.bind)
-    service = GatewayService(config, config_path=a.config, adopt_fd=fd, name=f"worker {a.index}")
+    admin_fd = a.admin_fd if a.admin_bind is None else bound_socket(a.admin_bind)
+    reporter = PipeReporter(a.report_fd) if a.report_fd is not None else None
+    service = GatewayService(config, config_path=a.config, adopt_fd=fd, name=f"worker {a.index}",
+                             lifecycle=reporter, admin_fd=admin_fd)
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
             sim.delay = sim.drip = 0.0
         port = reactor.listenTCP(a.base_port + i if a.base_port else 0,
                                  # Twisted's types refuse every Site here, its own included
-                                 TrackingSite(sim, quiet=True),  # type: ignore[arg-type]
+                                 TrackingSite(sim),  # type: ignore[arg-type]
                                  interface=a.host)
         address = cast("IPv4Address | IPv6Address", port.getHost())  # a TCP port's: typed IAddress
         urls.append(f"{SHARDS[i][0]}=http://{a.host}:{address.port}")

@@ -34,7 +34,7 @@ class DemoService(Service):
         super().startService()
         urls = []
         for sim in shard_sims(self.reactor):
-            site = TrackingSite(sim, quiet=True)  # the gateway's access log is enough
+            site = TrackingSite(sim)  # the gateway's access log is enough
             port = self.reactor.listenTCP(0, site, interface="127.0.0.1")
             self.shard_ports.append(port)
             urls.append(f"http://127.0.0.1:{port.getHost().port}")

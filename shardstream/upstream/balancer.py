@@ -27,6 +27,7 @@ from ..core.config import Config
 from ..core.errors import ShardError
 from ..core.replicas import Replica, ReplicaSet
 from ..core.retry import RetryBudget
+from ..observe.metrics import metrics
 from .client import ShardCall, UpstreamClient
 from .sink import ShardSink
 
@@ -76,6 +77,15 @@ class Balancer:
         call.start()
         return call
 
+    def publish(self) -> None:
+        """Every replica's availability, into its gauge (ejections expire with
+        time, so this runs on a timer as well as on changes)."""
+        now = self.reactor.seconds()
+        gauge = metrics().available
+        for name, rs in self.sets.items():
+            for r in rs.replicas:
+                gauge.labels(name, str(r.index)).set(1 if r.available(now) else 0)
+
     def unavailable(self) -> list[str]:
         """The shards none of whose replicas may be sent a request now."""
         now = self.reactor.seconds()
@@ -113,6 +123,9 @@ class BalancedCall:
         self._deadline = 0.0
         self._pending: Any = None  # a failure reported on the next reactor turn
         self._status = 0  # of the response handed on to the sink; 0: none yet
+        self._attempt_started = 0.0
+        self._counted = True  # the current attempt's outcome is in the metrics
+        self._metrics = metrics()
 
     # -- the caller's side: the same as a ShardCall ------------------------------
 
@@ -138,6 +151,7 @@ class BalancedCall:
     def cancel(self) -> None:
         if self.done:
             return
+        self._count("cancelled")
         self.done = True
         if self._pending is not None and self._pending.active():
             self._pending.cancel()
@@ -151,6 +165,7 @@ class BalancedCall:
         if self.done:
             return False
         now = self.balancer.reactor.seconds()
+        self._metrics.headers.labels(self.replicas.shard).observe(now - self._attempt_started)
         code = response.code
         if code >= 500:
             self._replica_failed(now)
@@ -160,6 +175,7 @@ class BalancedCall:
         replica = self.replica
         keep = self.sink.response(response)
         if not keep:
+            self._count("ok" if code < 500 else f"status_{code // 100}xx")
             if code < 500:  # a good answer whose body is not wanted (say a 404)
                 assert replica is not None  # the attempt's, taken before the sink ran
                 self.replicas.succeeded(replica)
@@ -175,6 +191,7 @@ class BalancedCall:
         if self.done:
             return
         self.done = True
+        self._count("ok" if self._status < 500 else f"status_{self._status // 100}xx")
         if self._status < 500:
             # A replica is sound when a response ends well, not when its headers
             # come: one that stalls or cuts its bodies must be ejected too.
@@ -203,7 +220,16 @@ class BalancedCall:
         self._start(replica, now)
         return True
 
+    def _count(self, outcome: str) -> None:
+        """The current attempt's outcome, once."""
+        if not self._counted:
+            self._counted = True
+            self._metrics.attempts.labels(self.replicas.shard, outcome).inc()
+
     def _start(self, replica: Replica, now: float) -> None:
+        self._count("retried")  # the attempt before this one, if any
+        self._counted = False
+        self._attempt_started = now
         self._release()
         self.replica = replica
         replica.in_flight += 1
@@ -226,7 +252,10 @@ class BalancedCall:
         if self.attempts > self.balancer.config.upstream.retries or now >= self._deadline:
             return False
         replica = self.replicas.pick(now, self._tried)
-        if replica is None or not self.budget.try_retry(now):
+        if replica is None:
+            return False
+        if not self.budget.try_retry(now):
+            self._metrics.budget.labels(self.replicas.shard).inc()
             return False
         self._start(replica, now)
         return True
@@ -236,6 +265,8 @@ class BalancedCall:
         assert replica is not None  # called for the attempt under way
         ejected = self.replicas.failed(replica, now)
         if ejected is not None:
+            self._metrics.ejections.labels(replica.shard, str(replica.index)).inc()
+            self.balancer.publish()
             log.warn("shard {shard} replica {index} ({url}) ejected for {seconds:g} s after "
                      "{n} failures in a row", shard=replica.shard, index=replica.index,
                      url=replica.url, seconds=ejected, n=replica.failures)
@@ -250,6 +281,7 @@ class BalancedCall:
         if self.done:
             return
         self.done = True
+        self._count(error.code)
         self._release()
         if self.attempts > 1:
             error = dataclasses.replace(error, attempts=self.attempts)

@@ -21,6 +21,7 @@ from twisted.web.iweb import IResponse
 from ..core.config import HealthConfig
 from ..core.errors import ShardError
 from ..core.replicas import Replica, ReplicaSet
+from ..observe.metrics import metrics
 from .balancer import Balancer
 
 log = Logger(namespace="shardstream")
@@ -106,7 +107,9 @@ class HealthChecker:
             check.timer.cancel()
             check.timer = None
         replica = check.replica
+        metrics().checks.labels(replica.shard, str(replica.index), "ok" if ok else "failed").inc()
         if check.rs.checked(replica, ok, self.health):
+            self.balancer.publish()
             if ok:
                 log.info("shard {shard} replica {index} ({url}) passes its health checks again",
                          shard=replica.shard, index=replica.index, url=replica.url)

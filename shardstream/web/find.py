@@ -11,18 +11,20 @@ every shard is asked again.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 
 from ..core.errors import ShardError, failure_answer
+from ..core.outcome import Outcome
 from ..core.routing import Match
 from ..upstream.balancer import BalancedCall
 from ..upstream.sink import Tagged
 from .errors import respond_error
 from .headers import upstream_request_headers, with_new_span
-from .relay import Relay
+from .relay import Relay, recorded
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -51,12 +53,20 @@ class FindResponse:
 
     def start(self) -> None:
         self.request.notifyFinish().addErrback(self._client_gone)
+        recorded(self.request, self.outcome)
         shard = self.cache.get(self.key)
         if shard is not None and shard in {s.name for s in self.gateway.config.shards}:
             self.cached = True
             self._ask([shard])
         else:
             self._ask([s.name for s in self.gateway.config.shards])
+
+    def outcome(self) -> Outcome:
+        """The winner's relay, or the failures the client was told of."""
+        if self.relay is not None:
+            return dataclasses.replace(self.relay.outcome(), asked=len(self.asked))
+        failed = {s: e.code for s, e in self.errors.items()} if self.gone else {}
+        return Outcome(asked=len(self.asked), failed=failed)
 
     def _ask(self, shards: list[str]) -> None:
         headers = upstream_request_headers(self.request, scatter=False)

@@ -4,12 +4,17 @@ one for new requests while in-flight ones keep the one they started with."""
 from __future__ import annotations
 
 from cachetools import TTLCache
+from twisted.internet.task import LoopingCall
 
 from ..core.config import Config, Route
 from ..core.routing import Router
 from ..upstream.balancer import Balancer
 from ..upstream.client import UpstreamClient
 from ..upstream.health import HealthChecker
+
+
+# Seconds between refreshes of the replica gauges (an ejection ends with time).
+PUBLISH_INTERVAL = 1.0
 
 
 class Gateway:
@@ -24,12 +29,18 @@ class Gateway:
                                            previous.balancer if previous is not None else None)
         self.health = HealthChecker(self.balancer, config.health)
         self._find_caches: dict[str, TTLCache[bytes, str]] = {}
+        self._publish: LoopingCall | None = None
 
     def start(self) -> None:
         self.health.start()
+        self._publish = LoopingCall(self.balancer.publish)
+        self._publish.clock = self.client.reactor
+        self._publish.start(PUBLISH_INTERVAL)
 
     def stop(self) -> None:
         self.health.stop()
+        if self._publish is not None and self._publish.running:
+            self._publish.stop()
 
     def find_cache(self, route: Route) -> "TTLCache[bytes, str]":
         """The owner cache of a find route (path -> shard), bounded in size and age."""

@@ -16,7 +16,7 @@ complete.
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer, ITCPTransport
@@ -28,6 +28,7 @@ from zope.interface import implementer
 from ..core import rewrite
 from ..core.config import Route
 from ..core.errors import ShardError, failure_answer
+from ..core.outcome import Outcome
 from ..core.retry import BODY_METHODS, WRITES
 from ..core.routing import Match
 from ..upstream.balancer import BalancedCall
@@ -60,6 +61,7 @@ class Relay:
         self.committed = False
         self.attached = False
         self.client_paused = False
+        self.error: ShardError | None = None  # the shard's failure, as the client was told
         self._held: Any = None  # a response or ShardError that came before attach
         self._rewrite: list[bytes] | None = None  # body being collected for id rewriting
         self._rewrite_size = 0
@@ -88,6 +90,9 @@ class Relay:
             if not self.client_paused:
                 assert self.call is not None  # held: it came from the call
                 self.call.resume()  # the body the shard call kept back flows now
+
+    def outcome(self) -> Outcome:
+        return Outcome(asked=1, failed={self.shard: self.error.code} if self.error else {})
 
     def cancel(self) -> None:
         """Drop the shard request (the client is gone, or the gateway answers itself)."""
@@ -179,8 +184,12 @@ class Relay:
             return
         request = self.request
         request.unregisterProducer()
+        self.error = error
         if self.committed and self._rewrite is None:
             self.gone = True
+            record = getattr(request, "record", None)
+            if record is not None:
+                record.cut = True
             # Typed an optional ITransport: a connected client's is TCP (or TLS over TCP).
             cast(ITCPTransport, request.channel.transport).abortConnection()
             return
@@ -227,6 +236,7 @@ def start_streaming(request: Request, gateway: "Gateway", match: Match,
         return None
     shard, path = target
     relay = Relay(request, gateway, match.route, shard)
+    recorded(request, relay.outcome)
     relay.upload = StreamedUpload(request.channel.transport, length)
     request.notifyFinish().addErrback(relay.client_gone)
     relay.send(method, path, relay.upload, relay.upload.sent)
@@ -253,6 +263,14 @@ def start(request: Request, gateway: "Gateway", match: Match) -> None:
     if body or request.method in BODY_METHODS:
         producer = FileBodyProducer(io.BytesIO(body))
     relay = Relay(request, gateway, route, shard)
+    recorded(request, relay.outcome)
     request.notifyFinish().addErrback(relay.client_gone)
     relay.send(request.method, path, producer, headers=headers)
     relay.attach()
+
+
+def recorded(request: Request, outcome: Callable[[], Outcome]) -> None:
+    """The access log and the metrics learn the shards' part from ``outcome``."""
+    record = getattr(request, "record", None)
+    if record is not None:
+        record.outcome = outcome

@@ -33,6 +33,7 @@ from ..upstream.balancer import BalancedCall
 from ..upstream.sink import Tagged
 from .errors import send_json
 from .headers import upstream_request_headers, with_new_span
+from .relay import recorded
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -72,6 +73,7 @@ class ScatterResponse:
             shard_headers = headers if i == 0 else with_new_span(headers, request)
             self.calls.append(call(shard.name, b"GET", target, shard_headers, None,
                                    Tagged(self, i)))
+        recorded(request, self.core.outcome)
         request.registerProducer(self, True)  # may pause us at once: the calls exist
         request.notifyFinish().addErrback(self._client_gone)
 
@@ -160,6 +162,9 @@ class ScatterResponse:
 
     def _abort(self, action: Abort) -> None:
         self.request.unregisterProducer()
+        record = getattr(self.request, "record", None)
+        if record is not None:
+            record.cut = True
         # Typed an optional ITransport: a connected client's is TCP (or TLS over TCP).
         cast(ITCPTransport, self.request.channel.transport).abortConnection()
 

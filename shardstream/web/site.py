@@ -9,6 +9,7 @@ while in-flight ones keep the one they started with.
 from __future__ import annotations
 
 import io
+import time
 from typing import Any
 
 from twisted.internet.interfaces import ITCPTransport
@@ -20,6 +21,7 @@ from ..core.errors import BodyTooLarge, ClientError, error_body
 from ..core.routing import Match
 from ..core.tracing import TraceContext, request_id, trace_context
 from . import admin
+from . import record as record_mod
 from . import relay as relay_mode
 from .errors import refuse, respond_error
 from .find import FindResponse
@@ -40,9 +42,10 @@ class GatewayResource(Resource):
 
     def render(self, request: Any) -> Any:
         gateway = getattr(request, "gateway", None) or self.gateway
-        body = admin.answer(request, gateway, self.draining)
-        if body is not None:
-            return body
+        if gateway.config.admin.listen is None:  # else they are served there only
+            body = admin.answer(request, gateway, self.draining)
+            if body is not None:
+                return body
         try:
             match = getattr(request, "match", None) or gateway.router.match_request(
                 request.method, request.uri)
@@ -87,6 +90,7 @@ class GatewayRequest(server.Request):
     relay: Relay | None = None
     request_id = b""  # X-Request-ID: the client's if well formed, else ours
     trace: TraceContext | None = None
+    record: record_mod.Record | None = None
     _received = 0
     _limit = 0
 
@@ -100,6 +104,8 @@ class GatewayRequest(server.Request):
             self.match = gateway.router.match_request(self.channel._command, self.channel._path)
         except ClientError:
             self.match = None  # render answers it, once the (bounded) body is read
+        self.record = record_mod.started(time.monotonic(), _route_label(
+            gateway, self.channel._path, self.match))
         self._limit = gateway.config.max_body(self.match.route if self.match else None)
         if length is not None and length > self._limit:
             self.too_large = True
@@ -133,6 +139,21 @@ class GatewayRequest(server.Request):
             self.relay.upload.write(data)
         else:
             super().handleContentChunk(data)
+
+    def write(self, data: bytes) -> None:
+        if data and self.record is not None and self.record.first is None:
+            self.record.first = time.monotonic()  # a list's first write holds its first item
+        super().write(data)
+
+    def connectionLost(self, reason: Any) -> None:
+        if not self.finished and self.record is not None:
+            self._ended("aborted" if self.record.cut else "client_gone")
+        super().connectionLost(reason)
+
+    def _ended(self, outcome: str) -> None:
+        if self.record is not None and self.gateway is not None:
+            record_mod.ended(self, self.record, time.monotonic(), outcome,
+                             self.gateway.config.server.access_log)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self.relay is not None and not self.too_large:
@@ -175,28 +196,35 @@ class TrackingSite(server.Site):
     # Twisted types it as the factory of its HTTP/1-or-2 wrapper only; a channel class works.
     protocol = _Channel  # type: ignore[assignment]
 
-    def __init__(self, resource: Any, quiet: bool = False, **kwargs: Any) -> None:
+    def __init__(self, resource: Any, **kwargs: Any) -> None:
         super().__init__(resource, **kwargs)
         self.channels: set[_Channel] = set()
-        if quiet:
-            # Replaces the method Site.log, for this site only: no access log.
-            self.log = lambda request: None  # type: ignore[method-assign]
+
+    def log(self, request: Any) -> None:
+        """Called by twisted.web when a response is finished: its record ends
+        (the access-log event, when enabled, and the metrics). Other requests
+        (the demo's shards) are not logged."""
+        if isinstance(request, GatewayRequest):
+            request._ended("completed")
 
     def abort_all(self) -> None:
         for channel in list(self.channels):
             channel.transport.abortConnection()
 
 
-def access_line(timestamp: str, request: Any) -> str:
-    """The combined log format, then the request id and the trace id."""
-    line = http.combinedLogFormatter(timestamp, request)
-    trace = getattr(request, "trace", None)
-    return (f"{line} request_id={getattr(request, 'request_id', b'').decode('ascii')} "
-            f"trace_id={trace.trace_id.decode('ascii') if trace is not None else '-'}")
+def _route_label(gateway: Gateway, path: bytes, match: Match | None) -> str:
+    """The route a request counts under: its path template, never its path."""
+    if gateway.config.admin.listen is None and path.partition(b"?")[0] in admin.PATHS:
+        return "admin"
+    return match.route.path.text if match is not None else "unmatched"
 
 
 def make_site(gateway: Gateway) -> TrackingSite:
-    site = TrackingSite(GatewayResource(gateway), quiet=not gateway.config.server.access_log,
-                        logFormatter=access_line)
+    site = TrackingSite(GatewayResource(gateway))
     site.requestFactory = GatewayRequest
     return site
+
+
+def make_admin_site(main: TrackingSite) -> TrackingSite:
+    """The ``admin.listen`` endpoint's site, following the main site's gateway."""
+    return TrackingSite(admin.AdminResource(main.resource))

@@ -141,7 +141,7 @@ def _documented_keys() -> set[str]:
                                config.FindOptions, config.HealthConfig, config.OutlierConfig,
                                config.AdminConfig)
             for f in dataclasses.fields(cls)} - {"key", "scatter", "relay", "owner", "find"}
-    keys |= {"urls", "secret_env", "secret_file"}
+    keys |= {"urls", "secret_env", "secret_file", "secret_credential"}
     return keys
 
 
@@ -152,14 +152,15 @@ def test_every_config_key_is_documented(doc):
     assert missing == []
 
 
-def test_the_example_config_is_valid(monkeypatch):
-    monkeypatch.setenv("SHARDSTREAM_CURSOR_SECRET", "x" * 32)
+def test_the_example_config_is_valid(monkeypatch, tmp_path):
+    (tmp_path / "cursor_secret").write_text("x" * 32 + "\n")  # as LoadCredential= provides it
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     c = config.load(str(ROOT / "etc" / "shardstream.toml"))
     assert c.routes and c.shards and c.cursor_secret == b"x" * 32
-    monkeypatch.delenv("SHARDSTREAM_CURSOR_SECRET")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
     with pytest.raises(config.ConfigError) as e:
         config.load(str(ROOT / "etc" / "shardstream.toml"))
-    assert e.value.key == "cursor.secret_env"
+    assert e.value.key == "cursor.secret_credential"
 
 
 ISSUE4 = GOOD + """
@@ -215,3 +216,114 @@ def test_cursor_secret_file(tmp_path):
     c = config.load(write(tmp_path, ISSUE4 + f'[cursor]\nsecret_file = "{tmp_path}/key"\n'))
     assert c.cursor_secret == b"k" * 20
     assert c.routes[4].find.cache_size == 10000 and c.routes[3].relay.max_body == 1000
+
+
+def test_every_problem_of_a_file_is_reported_at_once(tmp_path):
+    text = (GOOD
+            .replace('listen = "tcp:8080:interface=127.0.0.1"',
+                     'listen = "tcp:8080:interface=127.0.0.1"\nmax_body = "10M"\nworkers = 0')
+            .replace('urls = ["http://127.0.0.1:9001/"]', 'urls = ["http://127.0.0.1 :9001/"]')
+            .replace('urls = ["https://shard2.internal:8443/api"]',
+                     'urls = ["https://gw:hunter2@shard2.internal:8443/api"]')
+            .replace('items = "data.item"', 'items = "data.item"\nitem = "data"'))
+    path = write(tmp_path, text)
+    with pytest.raises(config.ConfigError) as e:
+        load_config(path)
+    keys = ["server.max_body", "server.workers", "shards.s1.urls", "shards.s2.urls",
+            "routes[0].item"]
+    assert [p.key for p in e.value.problems] == keys
+    assert (e.value.key, e.value.problem) == ("server.max_body", e.value.problems[0].problem)
+    lines = str(e.value).splitlines()
+    assert [line.split(": ")[:2] for line in lines] == [[path, key] for key in keys]
+    assert "whitespace" in lines[2] and "'https://***@shard2.internal:8443/api'" in lines[3]
+    assert "hunter2" not in str(e.value) and "unknown key" in lines[4]
+
+
+def test_a_config_error_carries_its_problems():
+    one = config.ConfigError("gw.toml", "server.listen", "bad")
+    assert (one.problems, str(one)) == ((one,), "gw.toml: server.listen: bad")
+    both = config.ConfigError.combine([one, config.ConfigError("gw.toml", "", "worse")])
+    assert (both.source, both.key, both.problem) == ("gw.toml", "server.listen", "bad")
+    assert str(both) == "gw.toml: server.listen: bad\ngw.toml: worse"
+    assert config.ConfigError.combine([one]) is one
+
+
+@pytest.mark.parametrize("text,keys", [
+    # A shard with a bad URL is still a shard that [shard_map] and [admin] may count on.
+    (GOOD.replace('urls = ["https://shard2.internal:8443/api"]', 'urls = ["ftp://x"]')
+     + "[admin]\nready_min_shards = 2\n", ["shards.s2.urls"]),
+    # Nothing is checked against a [shards] or [shard_map] that is not a table.
+    ('shards = 3\nshard_map = 4\n[[routes]]\npath = "/{k}"\nmode = "route"\nshard_key = "k"\n'
+     + "[admin]\nready_min_shards = 3\n", ["shards", "shard_map"]),
+    # A broken route is not compared with the others; a broken [health] key skips the
+    # check across keys that it would take part in.
+    (GOOD + '[[routes]]\npath = "/v3/events"\nmode = "scan"\n'
+     "[health]\ninterval = -1\ntimeout = 6\n", ["routes[2].mode", "health.interval"]),
+])
+def test_checks_that_depend_on_a_bad_part_are_skipped(tmp_path, text, keys):
+    with pytest.raises(config.ConfigError) as e:
+        config.load(write(tmp_path, text))
+    assert [p.key for p in e.value.problems] == keys, str(e.value)
+
+
+def shard_url_problem(url: str) -> config.ConfigError:
+    with pytest.raises(config.ConfigError) as e:
+        config.parse({"shards": {"s1": {"urls": [url]}},
+                      "routes": [{"path": "/x", "mode": "scatter", "items": "item"}]}, "gw.toml")
+    assert (e.value.key, len(e.value.problems)) == ("shards.s1.urls", 1), str(e.value)
+    return e.value
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1 :9001", "http://127.0.0.1:9001/a\tb",
+                                 "http://127.0.0.1:9001/\n"])
+def test_shard_urls_with_whitespace_are_rejected(url):
+    assert shard_url_problem(url).problem == (
+        f"{url!r} must not contain whitespace (spaces, tabs or newlines)")
+
+
+@pytest.mark.parametrize("url", ["http://ops:s3cr3t@127.0.0.1:9001", "http://ops@127.0.0.1:9001",
+                                 "http://ops:s3/cr#3t@127.0.0.1:9001"])
+def test_shard_urls_with_credentials_are_rejected_without_showing_them(url):
+    e = shard_url_problem(url)
+    assert e.problem == ("'http://***@127.0.0.1:9001' must not contain a user or password: "
+                         "credentials in URLs end up in logs; authenticate with a header or TLS "
+                         "instead")
+    assert "ops" not in str(e) and "s3" not in str(e)
+
+
+def test_cursor_secret_credential(tmp_path, monkeypatch):
+    (tmp_path / "cursor.key").write_bytes(b"  " + b"c" * 16 + b"\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    c = config.load(write(tmp_path, GOOD + '[cursor]\nsecret_credential = "cursor.key"\n'))
+    assert c.cursor_secret == b"c" * 16
+
+
+@pytest.mark.parametrize("cursor,key,problem", [
+    ('secret_credential = "missing"', "cursor.secret_credential",
+     "/missing: No such file or directory (is LoadCredential=missing:... in the unit?)"),
+    ('secret_credential = "short"', "cursor.secret_credential", "at least 16 bytes, not 15"),
+    ('secret_credential = "../cursor_secret"', "cursor.secret_credential",
+     "not a credential name"),
+    ('secret_credential = ".."', "cursor.secret_credential", "not a credential name"),
+    ('secret_env = "HOME"\nsecret_credential = "cursor_secret"', "cursor.secret_credential",
+     ("set only one of secret_env, secret_file, secret_credential "
+      "(this file sets secret_env and secret_credential)")),
+    ('secret_env = "HOME"\nsecret_file = "/etc/hostname"', "cursor.secret_file",
+     "(this file sets secret_env and secret_file)"),
+    (None, "cursor.secret_credential",
+     ("CREDENTIALS_DIRECTORY is not set: not running under systemd with "
+      "LoadCredential=cursor_secret:..., or set secret_file instead")),
+], ids=["missing", "short", "slash", "dotdot", "env+credential", "env+file", "no-directory"])
+def test_cursor_secret_credential_errors(tmp_path, monkeypatch, cursor, key, problem):
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "cursor_secret").write_text("k" * 32)
+    (credentials / "short").write_text("k" * 15 + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    if cursor is None:  # not started by systemd with LoadCredential=
+        monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+        cursor = 'secret_credential = "cursor_secret"'
+    with pytest.raises(config.ConfigError) as e:
+        config.load(write(tmp_path, GOOD + f"[cursor]\n{cursor}\n"))
+    assert (e.value.key, problem in e.value.problem, len(e.value.problems)) == (key, True, 1), \
+        str(e.value)

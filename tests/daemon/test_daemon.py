@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from processes import TWISTD, env, get, stop, twistd, wait_for_line
+from processes import TWISTD, children, env, get, stop, twistd, wait_for_line
 from support import free_port, listen_port
 
 
@@ -71,14 +71,16 @@ def test_busy_port_exits_non_zero(tmp_path):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen(1)
+    listen = f"tcp:{busy.getsockname()[1]}:interface=127.0.0.1"
     try:
-        proc = twistd(tmp_path, "--demo", "--listen",
-                      f"tcp:{busy.getsockname()[1]}:interface=127.0.0.1")
+        proc = twistd(tmp_path, "--demo", "--listen", listen)
         out, _ = proc.communicate(timeout=60)
     finally:
         busy.close()
-    assert proc.returncode == 1
-    assert "cannot listen on" in out
+    assert proc.returncode == 78  # EX_CONFIG
+    # Written to stderr, which twistd's log (this output) has taken over by then.
+    assert f"shardstream: cannot listen on {listen!r}: " in out
+    assert "Address already in use" in out and "Traceback" not in out
 
 
 def test_the_access_log_names_the_request_id_and_the_trace_id(tmp_path):
@@ -161,19 +163,6 @@ def test_config_mode_sigterm_and_sighup_reload(tmp_path):
     assert code == 0, out
 
 
-def children(pid: int) -> set[int]:
-    out = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.add(int(entry))
-    return out
-
-
 def test_workers_share_the_socket_restart_and_follow_signals(tmp_path):
     port, cfg = one_dead_shard_config(tmp_path, "workers = 1")
     proc = twistd(tmp_path, "--config", str(cfg), "--workers", "2")
@@ -248,3 +237,17 @@ def test_sigterm_lets_an_in_flight_stream_finish(tmp_path):
     assert got["status"] == 200
     doc = json.loads(got["body"])
     assert len(doc["data"]) == 240 and doc["meta"]["shards"]["succeeded"] == 4
+
+
+def test_a_listen_twisted_cannot_parse_exits_78_naming_file_and_key(tmp_path):
+    (tmp_path / "gw.toml").write_text(
+        '[server]\nlisten = "tcp:http"\nmax_body = 0\n'
+        '[shards.s1]\nurls = ["http://127.0.0.1:1"]\n'
+        '[[routes]]\npath = "/x"\nmode = "scatter"\nitems = "data.item"\n')
+    out = subprocess.run([*TWISTD, "-n", "--pidfile=", "shardstream", "--config", "gw.toml"],
+                         cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 78, out.stdout + out.stderr  # EX_CONFIG
+    first, second = out.stderr.splitlines()  # every problem, one line each
+    assert first.startswith(
+        "shardstream: config error: gw.toml: server.listen: not a valid Twisted endpoint ("), first
+    assert second == "shardstream: gw.toml: server.max_body: must be greater than 0, not 0"

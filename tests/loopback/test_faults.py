@@ -434,7 +434,7 @@ class ReplicaFaults(FaultTestCase):
     @defer.inlineCallbacks
     def test_writes_reach_a_shard_once_under_concurrent_dropped_responses(self):
         sim = _ListsFailWritesWork("a", [])
-        site = TrackingSite(sim, quiet=True)
+        site = TrackingSite(sim)
         port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self._sites.append(site)
@@ -542,7 +542,7 @@ class ReplicaFaults(FaultTestCase):
         with open(key_path) as k, open(cert_path) as c:
             cert = ssl.PrivateCertificate.loadPEM(k.read() + c.read())
         sim = ShardSim("untrusted", items("a", 3))
-        tls_site = TrackingSite(sim, quiet=True)
+        tls_site = TrackingSite(sim)
         port = reactor.listenSSL(0, tls_site, cert.options(), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self._sites.append(tls_site)

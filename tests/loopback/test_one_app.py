@@ -359,7 +359,7 @@ class ReviewRegressionTests(GatewayTestCase):
         from shardstream.demo.shardsim import ShardSim
 
         sim = ShardSim("a", events("a", ["t1", "t2"]))
-        site = TrackingSite(EncodingResourceWrapper(sim, [GzipEncoderFactory()]), quiet=True)
+        site = TrackingSite(EncodingResourceWrapper(sim, [GzipEncoderFactory()]))
         port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self._sites.append(site)

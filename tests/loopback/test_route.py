@@ -225,7 +225,7 @@ class RelayFidelityTests(GatewayTestCase):
         from twisted.internet import reactor
 
         sim = ShardSim("z", items("z", 200, vendor_id="v1"))
-        site = TrackingSite(EncodingResourceWrapper(sim, [GzipEncoderFactory()]), quiet=True)
+        site = TrackingSite(EncodingResourceWrapper(sim, [GzipEncoderFactory()]))
         port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self._sites.append(site)

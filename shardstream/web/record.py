@@ -1,0 +1,93 @@
+"""What is known of one client request, and what is said of it when it ends.
+
+A :class:`Record` rides on the request from its headers on; the mode's
+response adds the shards' outcome. When the request ends (finished,
+answered, aborted, or the client gone) :func:`ended` makes one access-log
+event, with its fields for the JSON log, and records the request's metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from twisted.logger import Logger
+
+from ..core.outcome import Outcome
+from ..observe.metrics import metrics, status_class
+
+log = Logger(namespace="shardstream.access")
+
+ACCESS = ('{client} "{method} {uri} {protocol}" {status} {bytes} request_id={request_id} '
+          'trace_id={trace_id} route={route} shards={shards_asked} failed={failed_shards} '
+          'items={items} first_item={first_item_seconds} duration={duration_seconds} '
+          'outcome={outcome}')
+
+
+@dataclass
+class Record:
+    started: float
+    route: str  # the route's path template, "admin", or "unmatched": bounded, no partner data
+    first: float | None = None  # when the first item (the first body byte) went out
+    outcome: Callable[[], Outcome] | None = None  # set by the mode's response
+    cut: bool = False  # the gateway aborted the connection (a strict list that failed)
+    done: bool = False
+
+
+def started(now: float, route: str) -> Record:
+    record = Record(started=now, route=route)
+    metrics().in_flight.labels(route).inc()
+    return record
+
+
+def ended(request: Any, record: Record, now: float, outcome: str, access_log: bool) -> None:
+    """Once per request: its metrics, and its access-log event.
+
+    ``outcome``: completed, aborted (by the gateway: a strict list cut after
+    its start), or client_gone."""
+    if record.done:
+        return
+    record.done = True
+    shards = record.outcome() if record.outcome is not None else Outcome()
+    route = record.route
+    m = metrics()
+    code = request.code
+    method = request.method.decode("ascii", "replace")
+    m.in_flight.labels(route).dec()
+    m.requests.labels(route, method, status_class(code)).inc()
+    duration = now - record.started
+    m.duration.labels(route).observe(duration)
+    first = None if record.first is None else record.first - record.started
+    if first is not None:
+        m.first_item.labels(route).observe(first)
+    sent = request.sentLength
+    if sent:
+        m.bytes.labels(route).inc(sent)
+    for shard, error in shards.failed.items():
+        m.failures.labels(shard, error).inc()
+    for shard, n in shards.items.items():
+        if n:
+            m.items.labels(shard).inc(n)
+    if not access_log:
+        return
+    trace = getattr(request, "trace", None)
+    log.info(
+        ACCESS,
+        event="access",
+        client=request.getClientAddress().host if request.getClientAddress() else "-",
+        method=method,
+        uri=request.uri.decode("ascii", "replace"),
+        protocol=request.clientproto.decode("ascii", "replace"),
+        status=code,
+        bytes=sent,
+        request_id=request.request_id.decode("ascii"),
+        trace_id=trace.trace_id.decode("ascii") if trace is not None else None,
+        route=route,
+        shards_asked=shards.asked,
+        shards_failed=shards.failed,
+        failed_shards=",".join(f"{s}:{e}" for s, e in shards.failed.items()) or "-",
+        items=sum(shards.items.values()),
+        first_item_seconds=None if first is None else round(first, 6),
+        duration_seconds=round(duration, 6),
+        outcome=outcome,
+    )

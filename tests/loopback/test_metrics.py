@@ -1,0 +1,138 @@
+"""/metrics over real HTTP, and the admin endpoint on its own listener.
+
+The metrics are process-wide (one registry per process, as in production),
+so each test compares values before and after its own requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import defer
+
+from support import GatewayTestCase, free_port, items
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(scrape: dict, name: str, **labels: str) -> float:
+    return scrape.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+class MetricsTests(GatewayTestCase):
+    @defer.inlineCallbacks
+    def scrape(self, base: str) -> Any:
+        r = yield self.fetch(base + "/metrics")
+        self.assertEqual(r.code, 200)
+        self.assertTrue(r.headers.getRawHeaders(b"content-type")[0].startswith(b"text/plain"))
+        return samples(r.body.decode())
+
+    @defer.inlineCallbacks
+    def test_requests_items_and_shard_failures_are_counted_as_the_client_saw_them(self):
+        self.shard("a", items("a", 7))
+        self.shard("b", items("b", 3))
+        dead = f"http://127.0.0.1:{free_port()}"
+        base = self.gateway(shards={"a": self.urls["a"], "b": self.urls["b"], "c": dead},
+                            upstream={"retries": 0})
+        route = "/v3/events"
+        before = yield self.scrape(base)
+        seen_items, seen_failed = 0, []
+        for _ in range(4):
+            r = yield self.fetch(base + "/v3/events")
+            self.assertEqual(r.code, 200)
+            doc = r.json()
+            seen_items += len(doc["data"])
+            seen_failed += [(f["shard"], f["error"]) for f in doc["meta"]["shards"]["failed"]]
+        r = yield self.fetch(base + "/nowhere/42")
+        self.assertEqual(r.code, 404)
+        after = yield self.scrape(base)
+
+        def delta(name: str, **labels: str) -> float:
+            return value(after, name, **labels) - value(before, name, **labels)
+
+        self.assertEqual(delta("shardstream_requests_total", route=route, method="GET",
+                               code="2xx"), 4)
+        # the 404's path is not a label: it counts as "unmatched"
+        self.assertEqual(delta("shardstream_requests_total", route="unmatched", method="GET",
+                               code="4xx"), 1)
+        self.assertFalse([k for k in after if "/nowhere/42" in str(k)])
+        self.assertEqual(delta("shardstream_time_to_first_item_seconds_count", route=route), 4)
+        self.assertEqual(delta("shardstream_request_duration_seconds_count", route=route), 4)
+        self.assertGreater(delta("shardstream_response_bytes_total", route=route), 0)
+        self.assertEqual(seen_items, 40)
+        self.assertEqual(delta("shardstream_shard_items_total", shard="a")
+                         + delta("shardstream_shard_items_total", shard="b"), seen_items)
+        self.assertEqual(seen_failed, [("c", "connect_refused")] * 4)
+        self.assertEqual(delta("shardstream_shard_failures_total", shard="c",
+                               error="connect_refused"), 4)
+        self.assertEqual(delta("shardstream_shard_attempts_total", shard="a", outcome="ok"), 4)
+        self.assertEqual(delta("shardstream_shard_attempts_total", shard="c",
+                               outcome="connect_refused"), 4)
+        self.assertEqual(delta("shardstream_shard_response_headers_seconds_count", shard="a"), 4)
+        self.assertEqual(value(after, "shardstream_streams_in_flight", route=route), 0)
+        self.assertEqual(value(after, "shardstream_replica_available", shard="a", replica="0"), 1)
+        self.assertEqual(value(after, "shardstream_config_generation"), 1)
+
+    @defer.inlineCallbacks
+    def test_retries_ejections_and_replica_state(self):
+        self.shard("a")
+        dead = f"http://127.0.0.1:{free_port()}"
+        base = self.gateway(shards={"a": [dead, self.urls["a"]]},
+                            outlier={"consecutive_failures": 1, "base_ejection": 30.0,
+                                     "max_ejection": 30.0})
+        before = yield self.scrape(base)
+        for _ in range(3):
+            r = yield self.fetch(base + "/v3/events")
+            self.assertEqual((r.code, r.json()["meta"]["shards"]["failed"]), (200, []))
+        after = yield self.scrape(base)
+        # the dead replica was tried once (retried on the live one), then ejected
+        self.assertEqual(value(after, "shardstream_shard_attempts_total", shard="a",
+                               outcome="retried")
+                         - value(before, "shardstream_shard_attempts_total", shard="a",
+                                 outcome="retried"), 1)
+        self.assertEqual(value(after, "shardstream_replica_ejections_total", shard="a",
+                               replica="0")
+                         - value(before, "shardstream_replica_ejections_total", shard="a",
+                                 replica="0"), 1)
+        self.assertEqual(value(after, "shardstream_replica_available", shard="a", replica="0"), 0)
+        self.assertEqual(value(after, "shardstream_replica_available", shard="a", replica="1"), 1)
+
+    @defer.inlineCallbacks
+    def test_health_check_results_are_counted(self):
+        self.shard("a")
+        base = self.gateway(health={"path": "/healthz", "interval": 0.05, "timeout": 0.04})
+        before = yield self.scrape(base)
+        yield self.wait_for(lambda: len(self.sims["a"].requests) >= 3, what="three checks")
+        after = yield self.scrape(base)
+        self.assertGreaterEqual(
+            value(after, "shardstream_health_checks_total", shard="a", replica="0", result="ok")
+            - value(before, "shardstream_health_checks_total", shard="a", replica="0",
+                    result="ok"), 2)
+
+
+class AdminEndpointTests(GatewayTestCase):
+    @defer.inlineCallbacks
+    def test_admin_listen_serves_the_admin_paths_there_and_not_on_the_main_endpoint(self):
+        self.shard("a")
+        base = self.gateway(admin={"listen": "tcp:0:interface=127.0.0.1"})
+        admin = f"http://127.0.0.1:{self.service.admin_port.getHost().port}"
+        for path in ("/livez", "/readyz", "/healthz", "/metrics"):
+            r = yield self.fetch(admin + path)
+            self.assertEqual(r.code, 200, path)
+            r = yield self.fetch(base + path)  # routed like any other path: no such route
+            self.assertEqual((r.code, r.json()["error"]["code"]), (404, "not_found"), path)
+        r = yield self.fetch(admin + "/v3/events")  # no partner traffic on the admin endpoint
+        self.assertEqual(r.code, 404)
+        r = yield self.fetch(admin + "/metrics", method="POST")
+        self.assertEqual(r.code, 405)
+        r = yield self.fetch(base + "/v3/events")
+        self.assertEqual(r.code, 200)
+        self.service.site.resource.draining = True  # what SIGTERM does first
+        r = yield self.fetch(admin + "/readyz")
+        self.assertEqual((r.code, r.json()["status"]), (503, "not_ready"))
