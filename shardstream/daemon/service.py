@@ -180,10 +180,10 @@ class GatewayService(Service):
                                 f"{self.config.server.drain_timeout:g} s)")
         if self.site is not None:
             self.site.resource.draining = True
-            delay = self.config.server.drain_delay
-            if delay > 0 and self.port is not None:
-                log.info("{label}: draining: /readyz answers 503; closing the listener in "
-                         "{delay:g} s", label=self.label, delay=delay, event="drain")
+            delay = self.config.server.drain_delay if self.port is not None else 0.0
+            log.info("{label}: draining: /readyz answers 503; closing the listener in "
+                     "{delay:g} s", label=self.label, delay=delay, event="drain")
+            if delay > 0:
                 yield task.deferLater(self.reactor, delay, lambda: None)
         if self.port is not None:
             yield self.port.stopListening()

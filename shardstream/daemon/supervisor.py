@@ -109,8 +109,9 @@ class Supervisor(Service):
         shown = [shared.open() for shared in self.shared]
         for i in range(self.count):
             self._spawn(i)
-        log.info("shardstream supervisor on {address}: {n} workers", address=" and ".join(shown),
-                 n=self.count, event="startup")
+        log.info("shardstream supervisor on {address}: {n} workers (metrics in {metrics_dir})",
+                 address=" and ".join(shown), n=self.count, metrics_dir=self.metrics_dir,
+                 event="startup")
         self.lifecycle.status(f"starting {self.count} workers on {self.listen}")
         if self.signals:
             self.reactor.callWhenRunning(self._install_signal_handlers)

@@ -5,11 +5,12 @@ Our events carry their facts as fields (``request_id``, ``route``,
 field names the kind (access, startup, reload, drain, worker_restart ...).
 ``server.log_format = "json"`` writes one JSON object per line on stdout,
 with no record separators, for journald and log shippers: time, level,
-logger, message (the text line) and every field that JSON can hold.
+logger, message (the text line), pid, and every field that JSON can hold.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import datetime, timezone
 from typing import IO, Any
@@ -42,6 +43,7 @@ def event_as_json(event: dict[str, Any]) -> str:
         "level": getattr(event.get("log_level"), "name", "info"),
         "logger": event.get("log_namespace", "-"),
         "message": formatEvent(event),
+        "pid": os.getpid(),  # which worker
     }
     failure = event.get("log_failure")
     if failure is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -327,3 +328,23 @@ def test_cursor_secret_credential_errors(tmp_path, monkeypatch, cursor, key, pro
         config.load(write(tmp_path, GOOD + f"[cursor]\n{cursor}\n"))
     assert (e.value.key, problem in e.value.problem, len(e.value.problems)) == (key, True, 1), \
         str(e.value)
+
+
+def test_changes_say_what_a_reload_changes_and_never_the_secret(monkeypatch):
+    old = config.parse(tomllib.loads(GOOD), "<old>")
+    assert config.changes(old, old) == []
+    data = tomllib.loads(GOOD)
+    data["shards"]["s3"] = {"urls": ["http://127.0.0.1:9003"]}
+    del data["shards"]["s2"]
+    data["shard_map"]["vendor_id"] = {"v100": "s1"}
+    data["shards"]["s1"]["urls"].append("http://127.0.0.1:9011")
+    data["routes"].append({"path": "/v3/tours", "mode": "scatter", "items": "data.item"})
+    data["upstream"]["retries"] = 0
+    monkeypatch.setenv("NEW_SECRET", "s" * 20)
+    data["cursor"] = {"secret_env": "NEW_SECRET"}
+    new = config.parse(data, "<new>")
+    assert config.changes(old, new) == [
+        "shards added: s3", "shards removed: s2", "shard replicas changed: s1",
+        "routes added: /v3/tours (scatter, GET)", "shard_map changed", "[upstream] changed",
+        "cursor secret changed"]
+    assert not any("s" * 20 in line for line in config.changes(old, new))

@@ -136,3 +136,28 @@ class AdminEndpointTests(GatewayTestCase):
         self.service.site.resource.draining = True  # what SIGTERM does first
         r = yield self.fetch(admin + "/readyz")
         self.assertEqual((r.code, r.json()["status"]), (503, "not_ready"))
+
+
+class ShippedRulesTests(GatewayTestCase):
+    @defer.inlineCallbacks
+    def test_the_shipped_scrape_config_and_alert_rules_name_real_metrics(self):
+        import re
+        from pathlib import Path
+
+        import yaml
+
+        etc = Path(__file__).resolve().parents[2] / "etc" / "prometheus"
+        scrape = yaml.safe_load((etc / "scrape.yml").read_text())
+        self.assertEqual(scrape["scrape_configs"][0]["metrics_path"], "/metrics")
+        self.assertEqual(scrape["rule_files"], ["shardstream-rules.yml"])
+        rules = yaml.safe_load((etc / "shardstream-rules.yml").read_text())["groups"][0]["rules"]
+        self.assertEqual(len(rules), 3)
+        self.shard("a")
+        base = self.gateway(shards={"a": self.urls["a"], "b": f"http://127.0.0.1:{free_port()}"})
+        yield self.fetch(base + "/v3/events")  # every labelled series exists now
+        r = yield self.fetch(base + "/metrics")
+        exposed = {name for name, _ in samples(r.body.decode())}
+        for rule in rules:
+            names = set(re.findall(r"shardstream_[a-z_]+", rule["expr"]))
+            self.assertTrue(names, rule["alert"])
+            self.assertLessEqual(names, exposed, rule["alert"])
