@@ -269,7 +269,8 @@ class BalancedCall:
             self.balancer.publish()
             log.warn("shard {shard} replica {index} ({url}) ejected for {seconds:g} s after "
                      "{n} failures in a row", shard=replica.shard, index=replica.index,
-                     url=replica.url, seconds=ejected, n=replica.failures)
+                     url=replica.url, seconds=ejected, n=replica.failures,
+                     event="replica_ejected")
 
     def _release(self) -> None:
         if self.replica is not None:

@@ -112,8 +112,10 @@ class HealthChecker:
             self.balancer.publish()
             if ok:
                 log.info("shard {shard} replica {index} ({url}) passes its health checks again",
-                         shard=replica.shard, index=replica.index, url=replica.url)
+                         shard=replica.shard, index=replica.index, url=replica.url,
+                         event="replica_up")
             else:
                 log.warn("shard {shard} replica {index} ({url}) failed {n} health checks: "
                          "out of service", shard=replica.shard, index=replica.index,
-                         url=replica.url, n=self.health.unhealthy_threshold)
+                         url=replica.url, n=self.health.unhealthy_threshold,
+                         event="replica_down")
