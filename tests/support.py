@@ -142,7 +142,7 @@ class GatewayTestCase(unittest.TestCase):
         self.service.startService()
         self._sites.append(self.service.site)
         self.addCleanup(self.service.stopService)
-        return f"http://127.0.0.1:{self.service.address.port}"
+        return f"http://127.0.0.1:{getattr(self.service.address, 'port', 0)}"
 
     @defer.inlineCallbacks
     def fetch(self, url: str, method: str = "GET", headers: dict[str, Any] | None = None,

@@ -28,6 +28,7 @@ CREDENTIAL_NAME = re.compile(r"^(?!\.\.?\Z)[A-Za-z0-9_.-]{1,255}\Z")
 SECRET_SOURCES = ("secret_env", "secret_file", "secret_credential")
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 LOG_FORMATS = ("text", "json")
+SHAREABLE = ("tcp", "tcp6", "systemd")  # endpoint kinds several workers can share
 
 
 class ConfigError(Exception):
@@ -401,8 +402,8 @@ def parse(data: dict[str, Any], source: str = "<config>",
     secret = _check(lambda: _cursor(top.table("cursor", lenient=True)), None)
     health = _check(lambda: _health(top.table("health", lenient=True)), HealthConfig())
     outlier = _check(lambda: _outlier(top.table("outlier", lenient=True)), OutlierConfig())
-    admin = _check(lambda: _admin(top.table("admin"), len(shard_names) if shard_names else None,
-                                  check_listen, server.listen),
+    admin = _check(lambda: _admin(top.table("admin", lenient=True), len(shard_names) if shard_names else None,
+                                  check_listen, server),
                    AdminConfig())
     _check(top.done, None)
     if problems:
@@ -419,28 +420,34 @@ def _declared(top: _Table, name: str) -> set[str] | None:
 
 
 def _admin(t: _Table, shards: int | None, check_listen: ListenCheck | None = None,
-           main_listen: str | None = None) -> AdminConfig:
+           server: ServerConfig | None = None) -> AdminConfig:
     """``shards``: how many are configured (None: unknown, [shards] is bad)."""
     listen = t.string("listen", None)
     if listen is not None:
         problem = check_listen(listen) if check_listen is not None else None
         if problem:
             t.note("listen", problem)
-        elif listen == main_listen and not re.match(r"^[a-z0-9]+:0(:|\Z)", listen):  # 0: any
+        elif (server is not None and listen == server.listen
+              and not re.match(r"^[a-z0-9]+:0(:|\Z)", listen)):  # port 0: any free one
             t.note("listen", "is server.listen: give the admin endpoint its own port, or "
                    "leave admin.listen out to serve it on the main endpoint")
+        elif (server is not None and server.workers != 1
+              and listen.split(":", 1)[0] not in SHAREABLE):
+            t.note("listen", "with several workers the admin endpoint is shared like "
+                   "server.listen: a tcp: or systemd: endpoint")
     value = t.get("ready_min_shards", AdminConfig.ready_min_shards)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        t.fail("ready_min_shards", "must be a count of shards (a whole number) or a share of "
-               f"them (a number between 0 and 1, such as 0.5), not {_kind(value)}")
+        value = t.bad("ready_min_shards", "must be a count of shards (a whole number) or a share of "
+               f"them (a number between 0 and 1, such as 0.5), not {_kind(value)}",
+                      AdminConfig.ready_min_shards)
     if isinstance(value, int):
         if value < 1 or (shards is not None and value > shards):
             most = "the number of shards" if shards is None else f"the {shards} configured"
-            t.fail("ready_min_shards", f"a count of shards must be between 1 and {most}, "
-                   f"not {value}")
+            value = t.bad("ready_min_shards", f"a count of shards must be between 1 and "
+                          f"{most}, not {value}", AdminConfig.ready_min_shards)
     elif not 0 < value <= 1:
-        t.fail("ready_min_shards", f"a share of the shards must be above 0 and at most 1, "
-               f"not {value}")
+        value = t.bad("ready_min_shards", f"a share of the shards must be above 0 and at most "
+                      f"1, not {value}", AdminConfig.ready_min_shards)
     t.done()
     return AdminConfig(listen=listen, ready_min_shards=value)
 
@@ -538,7 +545,7 @@ def _server(t: _Table, check_listen: ListenCheck | None) -> ServerConfig:
         log_format = t.bad("log_format", f"must be one of {', '.join(map(repr, LOG_FORMATS))}, "
                            f"not {log_format!r}", ServerConfig.log_format)
     t.done()
-    if workers != 1 and not listen.split(":", 1)[0] in ("tcp", "tcp6", "systemd"):
+    if workers != 1 and listen.split(":", 1)[0] not in SHAREABLE:
         t.fail("workers", "several workers share a tcp: or systemd: listening socket; "
                "put TLS in front (the load balancer) or use one worker")
     return ServerConfig(listen=listen, max_body=max_body, access_log=access_log, workers=workers,
@@ -659,6 +666,26 @@ def _overlap(a: frozenset[str] | None, b: frozenset[str] | None) -> bool:
 
 def _route(top: _Table, key: str, data: Any, shard_maps: Collection[str] | None) -> Route:
     t = _Table(top.source, key, data, top.problems)
+    try:
+        return _route_of(t, shard_maps)
+    except _Invalid:
+        # Stopped before its mode's keys were read: a key no route knows is
+        # a typo all the same, and worth saying in the same run.
+        for name in sorted(set(t.data) - t.seen - _route_keys()):
+            t.note(name, "unknown key")
+        raise
+
+
+def _route_keys() -> set[str]:
+    """Every key some route accepts: the fields of a route and its options."""
+    from dataclasses import fields
+
+    names = {f.name for cls in (Route, ScatterOptions, RelayOptions, OwnerOptions, FindOptions)
+             for f in fields(cls)}
+    return names - {"key", "scatter", "relay", "owner", "find"}
+
+
+def _route_of(t: _Table, shard_maps: Collection[str] | None) -> Route:
     text = t.string("path")
     try:
         path = PathTemplate.parse(text)

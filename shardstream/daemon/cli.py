@@ -63,6 +63,13 @@ class Options(usage.Options):
             self.workers = resolve_workers(value)
         except ValueError:
             raise StartupError(f"--workers {value!r}: a number >= 1 or 'auto'", EX_CONFIG) from None
+        if self.workers > 1 and self.loaded is not None:
+            listens = {"server.listen": self["listen"] or self.loaded.server.listen,
+                       "admin.listen": self.loaded.admin.listen}
+            for key, listen in listens.items():
+                if listen is not None and listen.split(":", 1)[0] not in config_mod.SHAREABLE:
+                    raise StartupError(f"{key} {listen!r}: several workers share a tcp: or "
+                                       "systemd: endpoint only", EX_CONFIG)
 
 
 def make_service(options: Any) -> Any:

@@ -17,10 +17,17 @@ from typing import Protocol
 
 from twisted.logger import Logger
 
+from ..core.config import Config
+
 log = Logger(namespace="shardstream")
 
 # Worker -> supervisor reports, one per line on the report pipe.
 READY, RELOADED, REJECTED, STOPPING = "ready", "reloaded", "rejected", "stopping"
+
+
+def serving(config: Config, listen: str) -> str:
+    """What STATUS= says of a gateway that serves."""
+    return f"serving {len(config.shards)} shards, {len(config.routes)} routes on {listen}"
 
 
 class Lifecycle(Protocol):

@@ -9,26 +9,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from ..core import config as config_mod
-from ..observe import logs
 from ..core import parse
 from ..upstream.client import UpstreamClient
 from ..web.gateway import Gateway
 from ..observe.metrics import metrics
 from ..web.site import TrackingSite, make_admin_site, make_site
 from .endpoints import adopt, listen_now
-from .notify import Lifecycle, SystemdNotifier
+from .notify import Lifecycle, SystemdNotifier, serving
 from .signals import install_signal_handlers
-from .startup import load_config, prepare_process
+from .startup import ConfiguredService, load_config, prepare_process
 
 log = Logger(namespace="shardstream")
 
 
-class GatewayService(Service):
+class GatewayService(ConfiguredService):
     name = "shardstream"
 
     def __init__(
@@ -65,11 +63,6 @@ class GatewayService(Service):
     @property
     def address(self) -> Any:
         return self.port.getHost()
-
-    def setServiceParent(self, parent: Any) -> None:
-        super().setServiceParent(parent)
-        if hasattr(parent, "setComponent"):  # twistd's application: it logs as told
-            logs.attach(parent, self.config.server.log_format)
 
     def startService(self) -> None:
         super().startService()
@@ -108,8 +101,7 @@ class GatewayService(Service):
         self.reactor.callWhenRunning(self.lifecycle.ready, self._serving())
 
     def _serving(self) -> str:
-        return (f"serving {len(self.config.shards)} shards, {len(self.config.routes)} routes "
-                f"on {self.listen}")
+        return serving(self.config, self.listen)
 
     def _install_signal_handlers(self) -> None:
         install_signal_handlers(self.reactor, self.reload, self.label)
@@ -121,7 +113,11 @@ class GatewayService(Service):
         return gateway
 
     def reload(self) -> bool:
-        """Read the config file again; swap it in for new requests if it is valid."""
+        """Read the config file again; swap it in for new requests if it is valid.
+        Not while stopping: the drain keeps the config it has."""
+        if not self.running:
+            log.info("{label}: SIGHUP while stopping: ignored", label=self.label)
+            return False
         self.lifecycle.reloading(f"reloading {self.config_path or 'nothing (demo mode)'}")
         taken = self._reload()
         if self.counts_reloads:

@@ -5,11 +5,14 @@ and one clear line per problem when it cannot start."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
+from twisted.application.service import Service
 from twisted.logger import Logger
 
 from ..core import config as config_mod
 from ..core import parse
+from ..observe import logs
 from ..upstream import chunked
 
 log = Logger(namespace="shardstream")
@@ -50,3 +53,15 @@ def prepare_process() -> None:
         log.warn("ijson is using its slow {backend!r} backend, not {fast!r}: "
                  "install an ijson wheel with the C extension",
                  backend=parse.BACKEND, fast=parse.FAST_BACKEND)
+
+
+class ConfiguredService(Service):
+    """A service of ours: under twistd, the log is written in the config's
+    ``server.log_format`` (twistd asks its application for a log observer)."""
+
+    config: config_mod.Config
+
+    def setServiceParent(self, parent: Any) -> None:
+        super().setServiceParent(parent)
+        if hasattr(parent, "setComponent"):  # twistd's application
+            logs.attach(parent, self.config.server.log_format)

@@ -22,17 +22,15 @@ import socket
 import sys
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
 from ..core import config as config_mod
-from ..observe import logs
 from ..observe import metrics as metrics_mod
 from . import notify
 from .endpoints import listen_now, tcp_address
 from .signals import install_signal_handlers
-from .startup import StartupError, load_config
+from .startup import ConfiguredService, StartupError, load_config
 
 log = Logger(namespace="shardstream.supervisor")
 
@@ -69,7 +67,7 @@ class _Worker(protocol.ProcessProtocol):
         self.ended.callback(None)
 
 
-class Supervisor(Service):
+class Supervisor(ConfiguredService):
     name = "shardstream-supervisor"
 
     def __init__(self, config: config_mod.Config, config_path: str, workers: int,
@@ -90,14 +88,11 @@ class Supervisor(Service):
         self.lifecycle = notify.SystemdNotifier()
         self.ready: set[int] = set()  # workers that listen
         self.announced = False  # READY=1 sent for the whole service
-        self.reload_pending: set[int] = set()
+        self.reload_pending: set[int] = set()  # workers asked to reload, not done yet
+        self.stale: set[int] = set()  # workers that were starting when a reload came
+        self.reload_again = False  # a SIGHUP came during a reload
         self.reload_rejected = 0
         self.reload_timer: Any = None
-
-    def setServiceParent(self, parent: Any) -> None:
-        super().setServiceParent(parent)
-        if hasattr(parent, "setComponent"):  # twistd's application: it logs as told
-            logs.attach(parent, self.config.server.log_format)
 
     def startService(self) -> None:
         super().startService()
@@ -134,6 +129,9 @@ class Supervisor(Service):
             return
         if word == notify.READY:
             self.ready.add(worker.index)
+            if worker.index in self.stale:  # it started on the file before a reload's
+                self.stale.discard(worker.index)
+                self._signal(worker.index, signal.SIGHUP)
             if len(self.ready) == self.count and not self.stopping:
                 if not self.announced:
                     self.announced = True
@@ -148,8 +146,8 @@ class Supervisor(Service):
                 self._reload_done()
 
     def _serving(self) -> str:
-        return (f"serving {len(self.config.shards)} shards, {len(self.config.routes)} routes "
-                f"on {self.listen} with {len(self.ready)} of {self.count} workers ready")
+        return (notify.serving(self.config, self.listen)
+                + f" with {len(self.ready)} of {self.count} workers ready")
 
     def _ended(self, worker: _Worker, reason: Any) -> None:
         if self.workers.get(worker.index, (None,))[0] is worker:
@@ -175,39 +173,42 @@ class Supervisor(Service):
         if not self.stopping and index not in self.workers:
             self._spawn(index)
 
-    def pids(self) -> list[int]:
-        return [p.pid for _, p in self.workers.values() if p.pid]
-
     def _signal_all(self, signum: int) -> None:
-        for _, process in list(self.workers.values()):
-            try:
-                process.signalProcess(signum)
-            except Exception:  # already gone
-                pass
+        for index in list(self.workers):
+            self._signal(index, signum)
 
     def reload(self) -> None:
         """Check the file, then reload every worker; the service has reloaded
-        (READY=1 after RELOADING=1) when every worker said so."""
-        if self.reload_pending:
-            log.warn("SIGHUP: a reload is still in progress; ignored")
+        (READY=1 after RELOADING=1) when every worker said so. A worker that
+        does not listen yet is told once it does; a SIGHUP during a reload
+        makes another follow it; during the stop, SIGHUP is ignored."""
+        if self.stopping:
+            log.info("SIGHUP while stopping: ignored")
             return
-        self.lifecycle.reloading(f"reloading {self.config_path}")
+        if self.reload_pending:
+            self.reload_again = True
+            log.info("SIGHUP during a reload: another reload follows it")
+            return
+        if self.announced:
+            self.lifecycle.reloading(f"reloading {self.config_path}")
         try:
             self.config = load_config(self.config_path)  # its drain times apply from now
         except config_mod.ConfigError as e:
+            metrics_mod.metrics().reloads.labels("rejected").inc()
             log.error("reload rejected, keeping the running config: {error}", error=str(e),
                       event="reload_rejected")
-            metrics_mod.metrics().reloads.labels("rejected").inc()
-            self.lifecycle.reloaded(False, "reload rejected; " + self._serving())
+            self._reloaded(False, "reload rejected; ")
             return
-        log.info("SIGHUP: reloading {n} workers", n=len(self.workers))
-        self.reload_pending = set(self.workers)
+        self.reload_pending = set(self.workers) & self.ready
+        self.stale = set(self.workers) - self.ready  # still starting: told when they listen
         self.reload_rejected = 0
+        log.info("SIGHUP: reloading {n} workers", n=len(self.reload_pending))
         if not self.reload_pending:
             self._reload_done()
             return
         self.reload_timer = self.reactor.callLater(RELOAD_TIMEOUT, self._reload_late)
-        self._signal_all(signal.SIGHUP)
+        for index in self.reload_pending:
+            self._signal(index, signal.SIGHUP)
 
     def _reload_late(self) -> None:
         self.reload_timer = None
@@ -220,11 +221,29 @@ class Supervisor(Service):
         if self.reload_timer is not None and self.reload_timer.active():
             self.reload_timer.cancel()
         self.reload_timer = None
+        if self.stopping:
+            log.info("reload overtaken by the stop")
+            return
         rejected = self.reload_rejected
+        metrics_mod.metrics().reloads.labels("rejected" if rejected else "taken").inc()
         note = f"{rejected} workers rejected the reload; " if rejected else "reloaded; "
         log.info("reload finished: {status}", status=note + self._serving(), event="reload")
-        metrics_mod.metrics().reloads.labels("rejected" if rejected else "taken").inc()
-        self.lifecycle.reloaded(not rejected, note + self._serving())
+        self._reloaded(not rejected, note)
+        if self.reload_again:
+            self.reload_again = False
+            self.reactor.callLater(0, self.reload)
+
+    def _reloaded(self, taken: bool, note: str) -> None:
+        if self.announced:  # before READY=1, a reload is no state change for systemd
+            self.lifecycle.reloaded(taken, note + self._serving())
+
+    def _signal(self, index: int, signum: int) -> None:
+        entry = self.workers.get(index)
+        if entry is not None:
+            try:
+                entry[1].signalProcess(signum)
+            except Exception:  # already gone
+                pass
 
     def _install_signal_handlers(self) -> None:
         install_signal_handlers(self.reactor, self.reload, "supervisor")

@@ -13,6 +13,7 @@ on ``--report-fd`` (see notify.py).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from twisted.logger import globalLogBeginner
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--index", type=int, default=0)
     ap.add_argument("--report-fd", type=int, help="a pipe for lifecycle reports to the supervisor")
     a = ap.parse_args(argv)
+    # A SIGHUP before the reactor runs would kill us (its default action);
+    # the supervisor only sends one once we said we listen, and the handler
+    # installed then replaces this.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         config = load_config(a.config)
     except config_mod.ConfigError as e:

@@ -19,7 +19,6 @@ import orjson
 from twisted.logger import (FileLogObserver, ILogObserver, formatEvent,
                             textFileLogObserver)
 
-FORMATS = ("text", "json")
 _PLAIN = (str, int, float, bool, type(None))
 
 

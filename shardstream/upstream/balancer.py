@@ -136,6 +136,7 @@ class BalancedCall:
         if not self._attempt(now):
             # A sink never hears from its call before call() has returned.
             error = ShardError("no_healthy_replica", self.replicas.unavailable_reason(now))
+            self._metrics.attempts.labels(self.replicas.shard, error.code).inc()
             self._pending = self.balancer.reactor.callLater(0, self._report, error)
 
     def pause(self) -> None:
@@ -148,10 +149,12 @@ class BalancedCall:
         if self.current is not None:
             self.current.resume()
 
-    def cancel(self) -> None:
+    def cancel(self, outcome: str = "cancelled") -> None:
+        """``outcome``: why, for the attempts metric: not needed any more, or
+        the failure the caller found in the body (``malformed_json`` ...)."""
         if self.done:
             return
-        self._count("cancelled")
+        self._count(outcome)
         self.done = True
         if self._pending is not None and self._pending.active():
             self._pending.cancel()
@@ -175,7 +178,7 @@ class BalancedCall:
         replica = self.replica
         keep = self.sink.response(response)
         if not keep:
-            self._count("ok" if code < 500 else f"status_{code // 100}xx")
+            self._count(_answered(code))
             if code < 500:  # a good answer whose body is not wanted (say a 404)
                 assert replica is not None  # the attempt's, taken before the sink ran
                 self.replicas.succeeded(replica)
@@ -191,7 +194,7 @@ class BalancedCall:
         if self.done:
             return
         self.done = True
-        self._count("ok" if self._status < 500 else f"status_{self._status // 100}xx")
+        self._count(_answered(self._status))
         if self._status < 500:
             # A replica is sound when a response ends well, not when its headers
             # come: one that stalls or cuts its bodies must be ejected too.
@@ -287,3 +290,9 @@ class BalancedCall:
         if self.attempts > 1:
             error = dataclasses.replace(error, attempts=self.attempts)
         self.sink.failed(error)
+
+
+def _answered(status: int) -> str:
+    """An attempt that got a response: the replica answered (``ok``, a 4xx
+    included), or failed with a 5xx (``status``, as in meta.shards.failed)."""
+    return "ok" if status < 500 else "status"

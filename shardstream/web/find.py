@@ -24,7 +24,8 @@ from ..upstream.balancer import BalancedCall
 from ..upstream.sink import Tagged
 from .errors import respond_error
 from .headers import upstream_request_headers, with_new_span
-from .relay import Relay, recorded
+from . import record as record_mod
+from .relay import Relay
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -53,7 +54,7 @@ class FindResponse:
 
     def start(self) -> None:
         self.request.notifyFinish().addErrback(self._client_gone)
-        recorded(self.request, self.outcome)
+        record_mod.recorded(self.request, self.outcome)
         shard = self.cache.get(self.key)
         if shard is not None and shard in {s.name for s in self.gateway.config.shards}:
             self.cached = True

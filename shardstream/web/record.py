@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from twisted.logger import Logger
 
+from ..core.config import HTTP_METHODS
 from ..core.outcome import Outcome
 from ..observe.metrics import metrics, status_class
 
@@ -28,33 +29,67 @@ ACCESS = ('{client} "{method} {uri} {protocol}" {status} {bytes} request_id={req
 class Record:
     started: float
     route: str  # the route's path template, "admin", or "unmatched": bounded, no partner data
+    method: str  # as received (the metrics' label is bounded: see _method)
+    uri: str
     first: float | None = None  # when the first item (the first body byte) went out
     outcome: Callable[[], Outcome] | None = None  # set by the mode's response
     cut: bool = False  # the gateway aborted the connection (a strict list that failed)
     done: bool = False
 
 
-def started(now: float, route: str) -> Record:
-    record = Record(started=now, route=route)
+def started(now: float, route: str, method: bytes, uri: bytes) -> Record:
+    record = Record(started=now, route=route, method=method.decode("ascii", "replace"),
+                    uri=uri.decode("ascii", "replace"))
     metrics().in_flight.labels(route).inc()
     return record
+
+
+def recorded(request: Any, outcome: Callable[[], Outcome]) -> None:
+    """The mode's response tells the record where to learn the shards' part."""
+    record = getattr(request, "record", None)
+    if record is not None:
+        record.outcome = outcome
+
+
+def cut(request: Any) -> None:
+    """The gateway is aborting this request's connection (a failure after
+    its response began): the record ends as ``aborted``."""
+    record = getattr(request, "record", None)
+    if record is not None:
+        record.cut = True
+
+
+def _method(method: str) -> str:
+    return method if method in HTTP_METHODS else "other"  # a client's typo is no new series
 
 
 def ended(request: Any, record: Record, now: float, outcome: str, access_log: bool) -> None:
     """Once per request: its metrics, and its access-log event.
 
-    ``outcome``: completed, aborted (by the gateway: a strict list cut after
-    its start), or client_gone."""
+    ``outcome``: completed, aborted (by the gateway: a list cut after its
+    start), or client_gone. A request that did not complete is counted under
+    that word instead of a status class, so an answer never sent is not 2xx.
+    Never raises: it runs inside twisted.web's ``finish``."""
     if record.done:
         return
     record.done = True
+    m = metrics()
+    route = record.route
+    m.in_flight.labels(route).dec()
+    try:
+        _ended(request, record, now, outcome, access_log, m)
+    except Exception:
+        log.failure("internal error while recording {method} {uri}", method=record.method,
+                    uri=record.uri)
+
+
+def _ended(request: Any, record: Record, now: float, outcome: str, access_log: bool,
+           m: Any) -> None:
     shards = record.outcome() if record.outcome is not None else Outcome()
     route = record.route
-    m = metrics()
     code = request.code
-    method = request.method.decode("ascii", "replace")
-    m.in_flight.labels(route).dec()
-    m.requests.labels(route, method, status_class(code)).inc()
+    m.requests.labels(route, _method(record.method),
+                      status_class(code) if outcome == "completed" else outcome).inc()
     duration = now - record.started
     m.duration.labels(route).observe(duration)
     first = None if record.first is None else record.first - record.started
@@ -71,14 +106,15 @@ def ended(request: Any, record: Record, now: float, outcome: str, access_log: bo
     if not access_log:
         return
     trace = getattr(request, "trace", None)
+    address = request.getClientAddress()
     log.info(
         ACCESS,
         event="access",
-        client=request.getClientAddress().host if request.getClientAddress() else "-",
-        method=method,
-        uri=request.uri.decode("ascii", "replace"),
+        client=getattr(address, "host", None) or "-",  # a unix socket's peer has none
+        method=record.method,
+        uri=record.uri.replace('"', "%22"),  # the line stays parseable
         protocol=request.clientproto.decode("ascii", "replace"),
-        status=code,
+        status=code if request.startedWriting else None,
         bytes=sent,
         request_id=request.request_id.decode("ascii"),
         trace_id=trace.trace_id.decode("ascii") if trace is not None else None,

@@ -16,7 +16,7 @@ complete.
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer, ITCPTransport
@@ -32,6 +32,7 @@ from ..core.outcome import Outcome
 from ..core.retry import BODY_METHODS, WRITES
 from ..core.routing import Match
 from ..upstream.balancer import BalancedCall
+from . import record as record_mod
 from .errors import respond_error
 from .headers import end_to_end, upstream_request_headers
 from .upload import StreamedUpload
@@ -187,9 +188,7 @@ class Relay:
         self.error = error
         if self.committed and self._rewrite is None:
             self.gone = True
-            record = getattr(request, "record", None)
-            if record is not None:
-                record.cut = True
+            record_mod.cut(request)
             # Typed an optional ITransport: a connected client's is TCP (or TLS over TCP).
             cast(ITCPTransport, request.channel.transport).abortConnection()
             return
@@ -236,7 +235,7 @@ def start_streaming(request: Request, gateway: "Gateway", match: Match,
         return None
     shard, path = target
     relay = Relay(request, gateway, match.route, shard)
-    recorded(request, relay.outcome)
+    record_mod.recorded(request, relay.outcome)
     relay.upload = StreamedUpload(request.channel.transport, length)
     request.notifyFinish().addErrback(relay.client_gone)
     relay.send(method, path, relay.upload, relay.upload.sent)
@@ -263,14 +262,8 @@ def start(request: Request, gateway: "Gateway", match: Match) -> None:
     if body or request.method in BODY_METHODS:
         producer = FileBodyProducer(io.BytesIO(body))
     relay = Relay(request, gateway, route, shard)
-    recorded(request, relay.outcome)
+    record_mod.recorded(request, relay.outcome)
     request.notifyFinish().addErrback(relay.client_gone)
     relay.send(request.method, path, producer, headers=headers)
     relay.attach()
 
-
-def recorded(request: Request, outcome: Callable[[], Outcome]) -> None:
-    """The access log and the metrics learn the shards' part from ``outcome``."""
-    record = getattr(request, "record", None)
-    if record is not None:
-        record.outcome = outcome

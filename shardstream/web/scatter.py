@@ -31,9 +31,9 @@ from ..core.scatter import (Abort, Action, Answer, Cancel, Commit, Finish, Later
                             Write, scatter_for)
 from ..upstream.balancer import BalancedCall
 from ..upstream.sink import Tagged
+from . import record as record_mod
 from .errors import send_json
 from .headers import upstream_request_headers, with_new_span
-from .relay import recorded
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -73,7 +73,7 @@ class ScatterResponse:
             shard_headers = headers if i == 0 else with_new_span(headers, request)
             self.calls.append(call(shard.name, b"GET", target, shard_headers, None,
                                    Tagged(self, i)))
-        recorded(request, self.core.outcome)
+        record_mod.recorded(request, self.core.outcome)
         request.registerProducer(self, True)  # may pause us at once: the calls exist
         request.notifyFinish().addErrback(self._client_gone)
 
@@ -143,7 +143,8 @@ class ScatterResponse:
         self.calls[action.shard].resume()
 
     def _cancel(self, action: Cancel) -> None:
-        self.calls[action.shard].cancel()
+        error = self.core.failures.get(action.shard)  # a body it could not use, or none
+        self.calls[action.shard].cancel(error.code if error is not None else "cancelled")
 
     def _commit(self, action: Commit) -> None:
         self.request.setResponseCode(action.status)
@@ -162,9 +163,7 @@ class ScatterResponse:
 
     def _abort(self, action: Abort) -> None:
         self.request.unregisterProducer()
-        record = getattr(self.request, "record", None)
-        if record is not None:
-            record.cut = True
+        record_mod.cut(self.request)
         # Typed an optional ITransport: a connected client's is TCP (or TLS over TCP).
         cast(ITCPTransport, self.request.channel.transport).abortConnection()
 

@@ -105,7 +105,7 @@ class GatewayRequest(server.Request):
         except ClientError:
             self.match = None  # render answers it, once the (bounded) body is read
         self.record = record_mod.started(time.monotonic(), _route_label(
-            gateway, self.channel._path, self.match))
+            gateway, self.channel._path, self.match), self.channel._command, self.channel._path)
         self._limit = gateway.config.max_body(self.match.route if self.match else None)
         if length is not None and length > self._limit:
             self.too_large = True

@@ -348,3 +348,23 @@ def test_changes_say_what_a_reload_changes_and_never_the_secret(monkeypatch):
         "routes added: /v3/tours (scatter, GET)", "shard_map changed", "[upstream] changed",
         "cursor secret changed"]
     assert not any("s" * 20 in line for line in config.changes(old, new))
+
+
+def test_a_route_that_stops_early_still_names_its_unknown_keys_and_admin_every_key(tmp_path):
+    path = write(tmp_path, GOOD + '[[routes]]\npath = "/v3/x"\nmode = "scatter"\n'
+                 'items = "data.item"\nlimit_param = 3\nbogus = 1\n'
+                 '[admin]\nready_min_shards = 0\ncolour = "red"\n')
+    with pytest.raises(config.ConfigError) as e:
+        config.load(path)
+    keys = [p.key for p in e.value.problems]
+    assert keys == ["routes[2].limit_param", "routes[2].bogus", "admin.ready_min_shards",
+                    "admin.colour"]
+
+
+def test_an_admin_endpoint_several_workers_cannot_share_is_refused(tmp_path):
+    path = write(tmp_path, GOOD.replace('listen = "tcp:8080:interface=127.0.0.1"',
+                                        'listen = "tcp:8080:interface=127.0.0.1"\nworkers = 2')
+                 + '[admin]\nlisten = "unix:/tmp/admin.sock"\n')
+    with pytest.raises(config.ConfigError) as e:
+        load_config(path)
+    assert e.value.key == "admin.listen" and "tcp: or systemd:" in e.value.problem

@@ -129,17 +129,24 @@ def test_one_scrape_sums_every_workers_metrics_and_the_logs_are_json_without_sec
         cfg.write_text(cfg.read_text() + f'[shards.s3]\nurls = ["http://ops:{PASSWORD}@h:1"]\n')
         proc.send_signal(signal.SIGHUP)
         wait("reload rejected")
-        m = _scrape(url)
+        m = _scrape(url)  # counted before either line was logged
         assert m[("shardstream_reloads_total", (("result", "taken"),))] == 1
         assert m[("shardstream_reloads_total", (("result", "rejected"),))] == 1
         assert m[("shardstream_config_generation", ())] == 2
+        metrics_dir = next(json.loads(line)["metrics_dir"] for line in lines
+                           if '"metrics_dir"' in line)
 
         # a worker dies: it is started again, and its counts stay in the sums
         victim = sorted(children(proc.pid))[0]
+        assert [f for f in os.listdir(metrics_dir)
+                if f.startswith("gauge_live") and f"_{victim}." in f]  # it has live gauges
         os.kill(victim, signal.SIGKILL)
         wait('"event":"worker_restart"')
         time.sleep(1.0)
         assert victim not in children(proc.pid) and len(children(proc.pid)) == 2
+        files = os.listdir(metrics_dir)
+        assert f"counter_{victim}.db" in files  # its counts stay in the sums ...
+        assert not [f for f in files if f.startswith("gauge_live") and f"_{victim}." in f]
         m = _scrape(url)
         assert m[("shardstream_requests_total",
                   (("code", "2xx"), ("method", "GET"), ("route", "/a")))] == n
@@ -167,6 +174,5 @@ def test_one_scrape_sums_every_workers_metrics_and_the_logs_are_json_without_sec
     assert {"startup", "reload", "reload_rejected", "worker_restart", "drain"} <= events
     reload = next(r for r in records if r.get("event") == "reload" and "changed" in r)
     assert reload["changed"] == [] and reload["generation"] == 2
-    metrics_dir = next(r["metrics_dir"] for r in records if "metrics_dir" in r)
     assert not os.path.exists(metrics_dir)  # cleaned at the end
     assert SECRET not in out and PASSWORD not in out

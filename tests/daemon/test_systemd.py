@@ -261,3 +261,36 @@ def test_socket_activation_with_the_shipped_drop_in(tmp_path):
         code, out = stop(proc)
     assert code == 0, out
     assert "supervisor on" in out and "workers" in out
+
+
+def test_sighup_while_workers_start_or_the_service_stops_changes_no_state_early(tmp_path):
+    """A SIGHUP before the workers listen kills none and announces nothing;
+    one during the stop gives no READY=1 after STOPPING=1."""
+    port = listen_port()
+    cfg = _config(tmp_path, port, 2)
+    notify = NotifySocket(tmp_path)
+    proc = twistd(tmp_path, "--config", str(cfg), extra_env={"NOTIFY_SOCKET": notify.path})
+    try:
+        lines = wait_for_line(proc, "supervisor on")  # the workers are being started
+        proc.send_signal(signal.SIGHUP)
+        ready = notify.expect("READY")  # the first state change is READY=1, for both
+        assert "2 of 2 workers ready" in ready["STATUS"], ready
+        assert get(f"http://127.0.0.1:{port}/livez")[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGHUP)
+        notify.expect("STOPPING")
+        out, _ = proc.communicate(timeout=30)
+        with pytest.raises(TimeoutError):  # nothing after STOPPING=1 but STATUS
+            while True:
+                message = notify.next(timeout=0.3)
+                assert set(message) == {"STATUS"}, message
+    finally:
+        if proc.poll() is None:
+            for pid in [proc.pid, *children(proc.pid)]:
+                os.kill(pid, signal.SIGKILL)
+            proc.communicate()
+        notify.close()
+    out = "".join(lines) + out
+    assert proc.returncode == 0, out
+    assert "worker_restart" not in out and "ended" not in out  # no worker died of it

@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer
 
-from support import GatewayTestCase, free_port, items
+from support import GatewayTestCase, free_port, items, raw_connect
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -25,7 +25,7 @@ def value(scrape: dict, name: str, **labels: str) -> float:
     return scrape.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-class MetricsTests(GatewayTestCase):
+class _Scraping(GatewayTestCase):
     @defer.inlineCallbacks
     def scrape(self, base: str) -> Any:
         r = yield self.fetch(base + "/metrics")
@@ -33,6 +33,8 @@ class MetricsTests(GatewayTestCase):
         self.assertTrue(r.headers.getRawHeaders(b"content-type")[0].startswith(b"text/plain"))
         return samples(r.body.decode())
 
+
+class MetricsTests(_Scraping):
     @defer.inlineCallbacks
     def test_requests_items_and_shard_failures_are_counted_as_the_client_saw_them(self):
         self.shard("a", items("a", 7))
@@ -116,6 +118,83 @@ class MetricsTests(GatewayTestCase):
                     result="ok"), 2)
 
 
+class RecordEndTests(_Scraping):
+    """Every request's record ends, however the request ends: the in-flight
+    gauge comes back to zero and the request is counted once."""
+
+    @defer.inlineCallbacks
+    def test_a_client_that_leaves_a_413_a_head_and_a_strict_cut_are_each_counted_once(self):
+        self.shard("slow", items("slow", 60), drip=0.05)  # three seconds of body
+        base = self.gateway(shards={"slow": self.urls["slow"]}, server={"max_body": 100},
+                            routes=[{"path": "/v3/events", "mode": "scatter",
+                                     "items": "data.item"},
+                                    {"path": "/v3/events/{event_id}", "mode": "route",
+                                     "global_id": "event_id"}])
+        route = "/v3/events"
+        before = yield self.scrape(base)
+        port = self.service.address.port
+        client = yield raw_connect(port)
+        client.transport.write(b"GET /v3/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        yield client.got_data
+        mid = yield self.scrape(base)
+        self.assertEqual(value(mid, "shardstream_streams_in_flight", route=route), 1)
+        client.transport.abortConnection()  # the client leaves mid-list
+        yield client.closed
+        r = yield self.fetch(base + "/v3/events/slow~1", method="PUT", body=b"x" * 1000)
+        self.assertEqual(r.code, 413)
+        r = yield self.fetch(base + "/readyz", method="HEAD")
+        self.assertEqual(r.code, 200)
+        after = yield self.scrape(base)
+
+        def delta(name: str, **labels: str) -> float:
+            return value(after, name, **labels) - value(before, name, **labels)
+
+        self.assertEqual(value(after, "shardstream_streams_in_flight", route=route), 0)
+        self.assertEqual(delta("shardstream_requests_total", route=route, method="GET",
+                               code="client_gone"), 1)
+        self.assertEqual(delta("shardstream_requests_total", route="/v3/events/{event_id}",
+                               method="PUT", code="4xx"), 1)
+        self.assertEqual(delta("shardstream_requests_total", route="admin", method="HEAD",
+                               code="2xx"), 1)
+        # nothing counted as a success that was not one
+        self.assertEqual(delta("shardstream_requests_total", route=route, method="GET",
+                               code="2xx"), 0)
+
+    @defer.inlineCallbacks
+    def test_a_strict_list_cut_after_its_start_counts_as_aborted_and_its_shard_failure(self):
+        self.shard("a", items("a", 40), drip=0.01)
+        self.shard("cut", items("cut", 40), drip=0.01, fail="cut")
+        base = self.gateway()
+        before = yield self.scrape(base)
+        client = yield raw_connect(self.service.address.port)
+        client.transport.write(b"GET /v3/events?partial=false HTTP/1.1\r\nHost: x\r\n\r\n")
+        yield client.closed  # the gateway aborts: a cut list never looks complete
+        yield self.wait_for(lambda: True)
+        after = yield self.scrape(base)
+        route = "/v3/events"
+        self.assertEqual(value(after, "shardstream_requests_total", route=route, method="GET",
+                               code="aborted")
+                         - value(before, "shardstream_requests_total", route=route,
+                                 method="GET", code="aborted"), 1)
+        self.assertEqual(value(after, "shardstream_streams_in_flight", route=route), 0)
+        self.assertEqual(value(after, "shardstream_shard_failures_total", shard="cut",
+                               error="truncated")
+                         - value(before, "shardstream_shard_failures_total", shard="cut",
+                                 error="truncated"), 1)
+
+    @defer.inlineCallbacks
+    def test_a_method_no_one_knows_is_no_new_series(self):
+        self.shard("a")
+        base = self.gateway()
+        for method in ("X0", "X1"):
+            yield self.fetch(base + "/v3/events", method=method)
+        after = yield self.scrape(base)
+        self.assertFalse([k for k in after if ("method", "X0") in k[1]])
+        self.assertGreaterEqual(sum(v for (name, labels), v in after.items()
+                                    if name == "shardstream_requests_total"
+                                    and ("method", "other") in labels), 2)
+
+
 class AdminEndpointTests(GatewayTestCase):
     @defer.inlineCallbacks
     def test_admin_listen_serves_the_admin_paths_there_and_not_on_the_main_endpoint(self):
@@ -161,3 +240,33 @@ class ShippedRulesTests(GatewayTestCase):
             names = set(re.findall(r"shardstream_[a-z_]+", rule["expr"]))
             self.assertTrue(names, rule["alert"])
             self.assertLessEqual(names, exposed, rule["alert"])
+
+
+class UnixSocketTests(_Scraping):
+    @defer.inlineCallbacks
+    def test_a_unix_socket_client_is_answered_and_logged_without_a_host(self):
+        import os
+        import tempfile
+
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+        from twisted.logger import globalLogPublisher
+
+        from support import RawClient
+
+        self.shard("a")
+        path = os.path.join(tempfile.mkdtemp(), "gw.sock")
+        self.gateway(server={"listen": f"unix:{path}"})
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        client = RawClient()
+        yield connectProtocol(UNIXClientEndpoint(reactor, path), client)
+        request = b"GET /v3/events HTTP/1.1\r\nHost: x\r\n\r\n"
+        client.transport.write(request + request)  # two on one connection
+        yield self.wait_for(lambda: client.received.count(b'"succeeded":1') == 2,
+                            what="both answers")
+        client.transport.loseConnection()
+        access = [e for e in events if e.get("event") == "access"]
+        self.assertEqual([(e["client"], e["status"]) for e in access], [("-", 200)] * 2)
+        self.assertFalse([e for e in events if e.get("log_failure") is not None])
