@@ -339,3 +339,11 @@ class RawShardFactory:
         testcase.addCleanup(port.stopListening)
         testcase.addCleanup(lambda: [c.transport.abortConnection() for c in self.connections])
         return f"http://127.0.0.1:{port.getHost().port}"
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A Prometheus text exposition as {(name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}

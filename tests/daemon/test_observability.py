@@ -13,10 +13,8 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from processes import children, get, stop, twistd, wait_for_line
-from support import free_port, listen_port
+from support import free_port, listen_port, metric_samples
 
 SECRET = "cursor-secret-that-must-never-be-logged"
 PASSWORD = "hunter2-in-a-url"
@@ -45,9 +43,7 @@ def _shard() -> ThreadingHTTPServer:
 def _scrape(url: str) -> dict[tuple[str, tuple], float]:
     status, body = get(url)
     assert status == 200
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(body.decode())
-            for s in family.samples}
+    return metric_samples(body.decode())
 
 
 def _config(tmp_path: Path, port: int, admin: int, shard: int, dead: int,

@@ -7,18 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer
 
-from support import GatewayTestCase, free_port, items, raw_connect
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
+from support import GatewayTestCase, free_port, items, metric_samples, raw_connect
 
 
 def value(scrape: dict, name: str, **labels: str) -> float:
@@ -31,7 +22,7 @@ class _Scraping(GatewayTestCase):
         r = yield self.fetch(base + "/metrics")
         self.assertEqual(r.code, 200)
         self.assertTrue(r.headers.getRawHeaders(b"content-type")[0].startswith(b"text/plain"))
-        return samples(r.body.decode())
+        return metric_samples(r.body.decode())
 
 
 class MetricsTests(_Scraping):
@@ -235,7 +226,7 @@ class ShippedRulesTests(GatewayTestCase):
         base = self.gateway(shards={"a": self.urls["a"], "b": f"http://127.0.0.1:{free_port()}"})
         yield self.fetch(base + "/v3/events")  # every labelled series exists now
         r = yield self.fetch(base + "/metrics")
-        exposed = {name for name, _ in samples(r.body.decode())}
+        exposed = {name for name, _ in metric_samples(r.body.decode())}
         for rule in rules:
             names = set(re.findall(r"shardstream_[a-z_]+", rule["expr"]))
             self.assertTrue(names, rule["alert"])
