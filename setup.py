@@ -20,6 +20,7 @@ setup(
         "orjson>=3.10",  # exact, fast encoding of parsed items (orjson.Fragment)
         "cachetools>=5.3",  # the find-mode owner cache (TTL + size bound)
         "prometheus_client>=0.20",  # /metrics; multiprocess mode across workers
+        "tomli_w>=1.0",  # shardstream-keys writes the keys file
     ],
     extras_require={
         # treq is the tests' HTTP client; the gateway itself uses twisted.web's Agent
@@ -28,7 +29,7 @@ setup(
         "test": ["pytest>=8", "hypothesis>=6.100", "treq>=24.9", "mypy>=1.10",
                  "mypy-zope>=1.0", "pyyaml>=6.0"],
     },
-    entry_points={},
+    entry_points={"console_scripts": ["shardstream-keys = shardstream.daemon.keys_cli:main"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

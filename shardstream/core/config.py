@@ -111,6 +111,15 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    """Partner API keys ([auth]); the gateway is open without it."""
+
+    keys: Any  # a shardstream.core.keys.KeyStore, read from keys_file or keys_credential
+    header: str | None = None  # a header that may carry the key, besides Authorization
+    partner_header: str = "X-Shardstream-Partner"  # the partner's name, to the shards
+
+
+@dataclass(frozen=True)
 class HealthConfig:
     """Active checks; off when ``path`` is None."""
 
@@ -210,6 +219,7 @@ class Config:
     health: HealthConfig = HealthConfig()
     outlier: OutlierConfig = OutlierConfig()
     admin: AdminConfig = AdminConfig()
+    auth: AuthConfig | None = None
     shard_map: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: MappingProxyType({})
     )
@@ -405,11 +415,12 @@ def parse(data: dict[str, Any], source: str = "<config>",
     admin = _check(lambda: _admin(top.table("admin", lenient=True), len(shard_names) if shard_names else None,
                                   check_listen, server),
                    AdminConfig())
+    auth = _check(lambda: _auth(top.table("auth", lenient=True), routes), None)
     _check(top.done, None)
     if problems:
         raise ConfigError.combine(problems)
     return Config(source, server, upstream, shards, routes, shard_map=shard_map,
-                  cursor_secret=secret, health=health, outlier=outlier, admin=admin)
+                  cursor_secret=secret, health=health, outlier=outlier, admin=admin, auth=auth)
 
 
 def _declared(top: _Table, name: str) -> set[str] | None:
@@ -500,22 +511,59 @@ def _cursor(t: _Table) -> bytes | None:
     return secret
 
 
+HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}\Z")
+
+
+def _auth(t: _Table, routes: tuple[Route, ...]) -> AuthConfig | None:
+    if not t.data:
+        return None
+    path_key = "keys_credential" if "keys_credential" in t.data else "keys_file"
+    value = t.string(path_key)
+    other = "keys_file" if path_key == "keys_credential" else "keys_credential"
+    if other in t.data:
+        t.fail(other, "set keys_file or keys_credential, not both")
+    header = t.string("header", None)
+    partner_header = t.string("partner_header", AuthConfig.partner_header)
+    for name, h in (("header", header), ("partner_header", partner_header)):
+        if h is not None and not HEADER_NAME.match(h):
+            t.fail(name, f"{h!r} is not a header name (letters, digits and '-')")
+    if header is not None and header.lower() in ("authorization", "cookie"):
+        t.fail("header", "Authorization is always read; name another header or leave it out")
+    t.done()
+    raw = _read_secret(t, path_key, value)
+    from . import keys as keys_mod
+
+    source = value if path_key == "keys_file" else f"$CREDENTIALS_DIRECTORY/{value}"
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        t.fail(path_key, f"{source}: invalid TOML: {e}")
+    try:
+        store = keys_mod.parse(data, source, {r.path.text for r in routes})
+    except ConfigError as e:
+        t.problems.extend(e.problems)
+        raise _Invalid from None
+    return AuthConfig(keys=store, header=header, partner_header=partner_header)
+
+
 def _read_secret(t: _Table, name: str, value: str) -> bytes:
-    """The secret named by ``[cursor] name = value``; a file's is stripped."""
+    """The secret named by ``name = value`` (an environment variable, a file
+    or a systemd credential); a file's is stripped."""
     if name == "secret_env":
         secret = os.environ.get(value)
         if not secret:
             t.fail(name, f"environment variable {value} is not set or empty")
         return secret.encode()
     path, hint = value, ""
-    if name == "secret_credential":
+    if name in ("secret_credential", "keys_credential"):
         if not CREDENTIAL_NAME.match(value):
             t.fail(name, f"{value!r} is not a credential name (letters, digits, '_', '-' "
                    "and '.'; it is a file name in $CREDENTIALS_DIRECTORY)")
         directory = os.environ.get("CREDENTIALS_DIRECTORY")
         if not directory:
             t.fail(name, f"CREDENTIALS_DIRECTORY is not set: not running under systemd with "
-                   f"LoadCredential={value}:..., or set secret_file instead")
+                   f"LoadCredential={value}:..., or set "
+                   f"{name.replace('credential', 'file')} instead")
         path = os.path.join(directory, value)
         hint = f" (is LoadCredential={value}:... in the unit?)"
     try:
@@ -850,3 +898,8 @@ def changes(old: Config, new: Config) -> list[str]:
     if old.cursor_secret != new.cursor_secret:
         out.append("cursor secret changed")
     return out
+
+
+# For the other validators of the core (the keys file): one way to check a table.
+Table = _Table
+check = _check

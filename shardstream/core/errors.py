@@ -29,6 +29,21 @@ class ClientError(Exception):
         return error_body(self.code, self.message, **self.extra)
 
 
+class Unauthorized(ClientError):
+    """No key, or not a key of any partner: 401 with a Bearer challenge."""
+
+    status = 401
+    code = "unauthorized"
+    challenge = 'Bearer realm="shardstream"'
+
+
+class Forbidden(ClientError):
+    """A partner's key, for a route or method outside its scopes."""
+
+    status = 403
+    code = "forbidden"
+
+
 class BodyTooLarge(ClientError):
     status = 413
     code = "body_too_large"

@@ -96,6 +96,7 @@ class GatewayService(ConfiguredService):
             backend=parse.BACKEND,
         )
         _warn_about(self.config)
+        _warn_if_open(self.config, self.address)
         if self.signals:
             self.reactor.callWhenRunning(self._install_signal_handlers)
         self.reactor.callWhenRunning(self.lifecycle.ready, self._serving())
@@ -218,6 +219,24 @@ class GatewayService(ConfiguredService):
             if not busy:
                 break
             yield task.deferLater(self.reactor, 0.05, lambda: None)
+
+
+def _warn_if_open(config: config_mod.Config, address: Any) -> None:
+    """Without [auth], anyone who reaches the port reads and writes every shard."""
+    import ipaddress
+
+    host = getattr(address, "host", None)
+    if config.auth is not None or host is None:
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    log.warn("NO AUTHENTICATION: {host} is not a loopback address and [auth] is not "
+             "configured: anyone who can reach it can read and write every shard. Set "
+             "[auth] keys_file (see shardstream-keys), or listen on 127.0.0.1 behind a proxy "
+             "that authenticates", host=host, event="no_auth")
 
 
 def _warn_about(config: config_mod.Config) -> None:

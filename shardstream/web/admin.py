@@ -24,6 +24,20 @@ if TYPE_CHECKING:
     from .gateway import Gateway
 
 PATHS = frozenset({b"/livez", b"/readyz", b"/healthz", b"/metrics"})
+# What a load balancer may ask the partner-facing endpoint without a key.
+PUBLIC = frozenset({b"/livez", b"/readyz"})
+
+
+def on_main(request: Any, config: Any, path: bytes | None = None,
+            method: bytes | None = None) -> bool:
+    """Is this an admin request the main endpoint answers? All of them
+    without ``admin.listen``; with [auth], only /livez and /readyz (the
+    others are not partner routes: serve them on admin.listen)."""
+    path = (path if path is not None else request.path).partition(b"?")[0]
+    method = method if method is not None else request.method
+    if config.admin.listen is not None or method not in (b"GET", b"HEAD"):
+        return False
+    return path in (PUBLIC if config.auth is not None else PATHS)
 
 
 def answer(request: Request, gateway: "Gateway", draining: bool) -> bytes | None:

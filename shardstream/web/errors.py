@@ -6,7 +6,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from ..core.errors import ClientError, error_body
+from ..core.errors import ClientError, Unauthorized, error_body
 from ..core.routing import MethodNotAllowed
 
 
@@ -31,4 +31,6 @@ def refuse(request: Request, error: ClientError) -> None:
     """Answer a request the gateway refuses (a 4xx of the core)."""
     if isinstance(error, MethodNotAllowed):
         request.setHeader(b"allow", ", ".join(error.extra["allow"]).encode())
+    if isinstance(error, Unauthorized):
+        request.setHeader(b"www-authenticate", error.challenge.encode())
     send_json(request, error.status, error.body())

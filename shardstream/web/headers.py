@@ -61,12 +61,25 @@ def end_to_end(headers: Headers, drop: Iterable[bytes] = ()) -> list[tuple[bytes
     ]
 
 
+# With [auth], the partner's credentials stay at the gateway.
+_CREDENTIALS = frozenset({b"authorization", b"cookie"})
+
+
 def upstream_request_headers(request, scatter: bool) -> Headers:
     """Headers for a shard request made on behalf of a client request."""
     drop = _REQUEST_OWN | _SCATTER_OWN if scatter else _REQUEST_OWN
+    gateway = getattr(request, "gateway", None)
+    auth = gateway.config.auth if gateway is not None else None
+    if auth is not None:
+        drop = drop | _CREDENTIALS | {auth.partner_header.lower().encode()}
+        if auth.header:
+            drop = drop | {auth.header.lower().encode()}
     out = Headers()
     for name, values in end_to_end(request.requestHeaders, drop):
         out.setRawHeaders(name, values)
+    partner = getattr(request, "partner", None)
+    if auth is not None and partner is not None:  # who asks, said by the gateway only
+        out.setRawHeaders(auth.partner_header.encode(), [partner.name.encode()])
     if scatter:
         out.setRawHeaders(b"accept", [b"application/json"])
         out.setRawHeaders(b"accept-encoding", [b"identity"])

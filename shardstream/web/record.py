@@ -20,7 +20,7 @@ from ..observe.metrics import metrics, status_class
 log = Logger(namespace="shardstream.access")
 
 ACCESS = ('{client} "{method} {uri} {protocol}" {status} {bytes} request_id={request_id} '
-          'trace_id={trace_id} route={route} shards={shards_asked} failed={failed_shards} '
+          'trace_id={trace_id} partner={partner} route={route} shards={shards_asked} failed={failed_shards} '
           'items={items} first_item={first_item_seconds} duration={duration_seconds} '
           'outcome={outcome}')
 
@@ -34,6 +34,7 @@ class Record:
     first: float | None = None  # when the first item (the first body byte) went out
     outcome: Callable[[], Outcome] | None = None  # set by the mode's response
     cut: bool = False  # the gateway aborted the connection (a strict list that failed)
+    partner: Any = None  # the API key's partner, with [auth]
     done: bool = False
 
 
@@ -117,6 +118,7 @@ def _ended(request: Any, record: Record, now: float, outcome: str, access_log: b
         status=code if request.startedWriting else None,
         bytes=sent,
         request_id=request.request_id.decode("ascii"),
+        partner=record.partner.name if record.partner is not None else None,
         trace_id=trace.trace_id.decode("ascii") if trace is not None else None,
         route=route,
         shards_asked=shards.asked,

@@ -19,6 +19,7 @@ from twisted.web.resource import Resource
 
 from ..core.errors import BodyTooLarge, ClientError, error_body
 from ..core.routing import Match
+from ..core.keys import Partner, authorize
 from ..core.tracing import TraceContext, request_id, trace_context
 from . import admin
 from . import record as record_mod
@@ -42,11 +43,14 @@ class GatewayResource(Resource):
 
     def render(self, request: Any) -> Any:
         gateway = getattr(request, "gateway", None) or self.gateway
-        if gateway.config.admin.listen is None:  # else they are served there only
+        if admin.on_main(request, gateway.config):
             body = admin.answer(request, gateway, self.draining)
             if body is not None:
                 return body
         try:
+            denied = getattr(request, "denied", None)
+            if denied is not None:
+                raise denied  # no key, or not for this route: checked before anything else
             match = getattr(request, "match", None) or gateway.router.match_request(
                 request.method, request.uri)
             if getattr(request, "too_large", False):
@@ -91,6 +95,8 @@ class GatewayRequest(server.Request):
     request_id = b""  # X-Request-ID: the client's if well formed, else ours
     trace: TraceContext | None = None
     record: record_mod.Record | None = None
+    partner: Partner | None = None  # the API key's, with [auth]
+    denied: ClientError | None = None  # 401 or 403, answered once the body is read
     _received = 0
     _limit = 0
 
@@ -104,14 +110,26 @@ class GatewayRequest(server.Request):
             self.match = gateway.router.match_request(self.channel._command, self.channel._path)
         except ClientError:
             self.match = None  # render answers it, once the (bounded) body is read
-        self.record = record_mod.started(time.monotonic(), _route_label(
-            gateway, self.channel._path, self.match), self.channel._command, self.channel._path)
+        command, path = self.channel._command, self.channel._path
+        self.record = record_mod.started(
+            time.monotonic(), _route_label(gateway, command, path, self.match), command, path)
+        auth = gateway.config.auth
+        if auth is not None and not admin.on_main(self, gateway.config, path=self.channel._path,
+                                                  method=self.channel._command):
+            try:
+                self.partner = self.record.partner = authorize(
+                    auth.keys, _header(headers, b"authorization"),
+                    _header(headers, auth.header.encode()) if auth.header else None,
+                    self.match.route.path.text if self.match else None,
+                    self.channel._command.decode("ascii", "replace"))
+            except ClientError as e:
+                self.denied = e
         self._limit = gateway.config.max_body(self.match.route if self.match else None)
         if length is not None and length > self._limit:
             self.too_large = True
             self.content = io.BytesIO()
             return
-        if length != 0 and self.match is not None:
+        if length != 0 and self.match is not None and self.denied is None:
             try:
                 self.relay = relay_mode.start_streaming(self, gateway, self.match, length)
             except Exception:
@@ -212,9 +230,14 @@ class TrackingSite(server.Site):
             channel.transport.abortConnection()
 
 
-def _route_label(gateway: Gateway, path: bytes, match: Match | None) -> str:
+def _header(headers: Any, name: bytes) -> str | None:
+    value = headers.getRawHeaders(name, [None])[-1]
+    return value.decode("latin-1") if value is not None else None
+
+
+def _route_label(gateway: Gateway, method: bytes, path: bytes, match: Match | None) -> str:
     """The route a request counts under: its path template, never its path."""
-    if gateway.config.admin.listen is None and path.partition(b"?")[0] in admin.PATHS:
+    if admin.on_main(None, gateway.config, path=path, method=method):
         return "admin"
     return match.route.path.text if match is not None else "unmatched"
 
