@@ -21,6 +21,7 @@ setup(
         "cachetools>=5.3",  # the find-mode owner cache (TTL + size bound)
         "prometheus_client>=0.20",  # /metrics; multiprocess mode across workers
         "tomli_w>=1.0",  # shardstream-keys writes the keys file
+        "txredisapi>=1.4.10",  # rate limits shared through Redis (Twisted-native)
     ],
     extras_require={
         # treq is the tests' HTTP client; the gateway itself uses twisted.web's Agent

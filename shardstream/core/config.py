@@ -120,6 +120,17 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class RateLimitConfig:
+    """Where partners' rate limits are kept ([rate_limit]); the limits
+    themselves (rate, burst, concurrency) are each partner's, in the keys file."""
+
+    backend: str = "local"  # or "redis": one bucket per partner for every worker and host
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    on_redis_down: str = "open"  # or "closed": 503 while Redis does not answer
+    timeout: float = 0.05  # seconds a Redis check may take before Redis counts as down
+
+
+@dataclass(frozen=True)
 class HealthConfig:
     """Active checks; off when ``path`` is None."""
 
@@ -220,6 +231,7 @@ class Config:
     outlier: OutlierConfig = OutlierConfig()
     admin: AdminConfig = AdminConfig()
     auth: AuthConfig | None = None
+    rate_limit: RateLimitConfig = RateLimitConfig()
     shard_map: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: MappingProxyType({})
     )
@@ -416,11 +428,14 @@ def parse(data: dict[str, Any], source: str = "<config>",
                                   check_listen, server),
                    AdminConfig())
     auth = _check(lambda: _auth(top.table("auth", lenient=True), routes), None)
+    rate_limit = _check(lambda: _rate_limit(top.table("rate_limit", lenient=True)),
+                        RateLimitConfig())
     _check(top.done, None)
     if problems:
         raise ConfigError.combine(problems)
     return Config(source, server, upstream, shards, routes, shard_map=shard_map,
-                  cursor_secret=secret, health=health, outlier=outlier, admin=admin, auth=auth)
+                  cursor_secret=secret, health=health, outlier=outlier, admin=admin, auth=auth,
+                  rate_limit=rate_limit)
 
 
 def _declared(top: _Table, name: str) -> set[str] | None:
@@ -509,6 +524,25 @@ def _cursor(t: _Table) -> bytes | None:
     if len(secret) < 16:
         t.fail(name, f"the secret must be at least 16 bytes, not {len(secret)}")
     return secret
+
+
+def _rate_limit(t: _Table) -> RateLimitConfig:
+    d = RateLimitConfig()
+    backend = t.get("backend", d.backend)
+    if backend not in ("local", "redis"):
+        backend = t.bad("backend", f'must be "local" or "redis", not {backend!r}', d.backend)
+    url = t.string("redis_url", d.redis_url)
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or not parts.hostname or parts.path.strip("/") not in (
+            "",) and not parts.path.strip("/").isdigit():
+        url = t.bad("redis_url", f"{url!r} must be redis://HOST[:PORT][/DB]", d.redis_url)
+    down = t.get("on_redis_down", d.on_redis_down)
+    if down not in ("open", "closed"):
+        down = t.bad("on_redis_down", f'must be "open" or "closed", not {down!r}',
+                     d.on_redis_down)
+    timeout = t.number("timeout", d.timeout, maximum=5)
+    t.done()
+    return RateLimitConfig(backend=backend, redis_url=url, on_redis_down=down, timeout=timeout)
 
 
 HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}\Z")

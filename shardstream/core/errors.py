@@ -44,6 +44,26 @@ class Forbidden(ClientError):
     code = "forbidden"
 
 
+class RateLimited(ClientError):
+    """Over a rate or concurrency limit: 429 with Retry-After (seconds)."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after
+        if code is not None:
+            self.code = code
+
+
+class RateLimitUnavailable(RateLimited):
+    """The limits cannot be checked and on_redis_down is closed."""
+
+    status = 503
+    code = "rate_limit_unavailable"
+
+
 class BodyTooLarge(ClientError):
     status = 413
     code = "body_too_large"

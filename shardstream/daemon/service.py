@@ -151,6 +151,8 @@ class GatewayService(ConfiguredService):
         assert self.site is not None  # self.gateway needed it
         self.site.resource.gateway = gateway
         old.stop()
+        if old.limits is not gateway.limits:
+            old.limits.close()
         gateway.start()
         changes = config_mod.changes(self.config, new)
         self.config = new
@@ -188,6 +190,7 @@ class GatewayService(ConfiguredService):
             self.gateway.stop()
             yield self._drain(self.config.server.drain_timeout)
             yield self.gateway.client.close()
+            yield self.gateway.limits.close()
         for client in self.retired:
             yield client.close()
         if self.admin_port is not None:  # last: /readyz said 503 through the whole drain

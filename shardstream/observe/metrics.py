@@ -69,6 +69,15 @@ class Metrics:
                               ["shard", "replica", "result"])
         self.budget = Counter(p + "retry_budget_exhausted_total", "Retries not made because "
                               "the shard's retry budget was spent", ["shard"])
+        self.limited = Counter(p + "rate_limited_total", "Partner requests refused by a limit: "
+                               "rate (429), concurrency (429), redis_down (503, with "
+                               "on_redis_down = closed)", ["reason"])
+        self.unlimited = Counter(p + "rate_limit_unchecked_total", "Partner requests let "
+                                 "through unlimited because Redis did not answer in time "
+                                 "(on_redis_down = open)")
+        self.redis_up = Gauge(p + "rate_limit_redis_up", "1 while the rate limits' Redis "
+                              "answers, 0 while it does not (absent with the local backend)",
+                              multiprocess_mode="livemin")
         self.reloads = Counter(p + "reloads_total", "Config reloads, by result (taken, "
                                "rejected)", ["result"])
         self.generation = Gauge(p + "config_generation", "Configs taken since start (1: the "

@@ -6,7 +6,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from ..core.errors import ClientError, Unauthorized, error_body
+from ..core.errors import ClientError, RateLimited, Unauthorized, error_body
 from ..core.routing import MethodNotAllowed
 
 
@@ -18,6 +18,8 @@ def send_json(request: Request, status: int, body: bytes) -> None:
     request_id = getattr(request, "request_id", None)
     if request_id:  # headers may have been reset for this answer: say it again
         request.setHeader(b"x-request-id", request_id)
+    for name, value in getattr(request, "ratelimit", ()):  # an authenticated partner's
+        request.setHeader(name, value)
     request.write(body)
     request.finish()
 
@@ -33,4 +35,6 @@ def refuse(request: Request, error: ClientError) -> None:
         request.setHeader(b"allow", ", ".join(error.extra["allow"]).encode())
     if isinstance(error, Unauthorized):
         request.setHeader(b"www-authenticate", error.challenge.encode())
+    if isinstance(error, RateLimited):
+        request.setHeader(b"retry-after", str(error.retry_after).encode())
     send_json(request, error.status, error.body())

@@ -11,6 +11,7 @@ from ..core.routing import Router
 from ..upstream.balancer import Balancer
 from ..upstream.client import UpstreamClient
 from ..upstream.health import HealthChecker
+from .limits import Limits
 
 
 # Seconds between refreshes of the replica gauges (an ejection ends with time).
@@ -28,6 +29,10 @@ class Gateway:
         self.balancer: Balancer = Balancer(client.reactor, client, config,
                                            previous.balancer if previous is not None else None)
         self.health = HealthChecker(self.balancer, config.health)
+        # The buckets outlive a reload that keeps [rate_limit] as it was.
+        same = previous is not None and previous.config.rate_limit == config.rate_limit
+        self.limits: Limits = (previous.limits if previous is not None and same
+                               else Limits(client.reactor, config.rate_limit))
         self._find_caches: dict[str, TTLCache[bytes, str]] = {}
         self._publish: LoopingCall | None = None
 

@@ -8,7 +8,7 @@ event, with its fields for the JSON log, and records the request's metrics.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from twisted.logger import Logger
@@ -35,6 +35,7 @@ class Record:
     outcome: Callable[[], Outcome] | None = None  # set by the mode's response
     cut: bool = False  # the gateway aborted the connection (a strict list that failed)
     partner: Any = None  # the API key's partner, with [auth]
+    on_end: list[Callable[[], None]] = field(default_factory=list)  # e.g. a stream's slot
     done: bool = False
 
 
@@ -77,6 +78,8 @@ def ended(request: Any, record: Record, now: float, outcome: str, access_log: bo
     m = metrics()
     route = record.route
     m.in_flight.labels(route).dec()
+    for release in record.on_end:
+        release()
     try:
         _ended(request, record, now, outcome, access_log, m)
     except Exception:

@@ -23,6 +23,7 @@ from ..core.keys import Partner, authorize
 from ..core.tracing import TraceContext, request_id, trace_context
 from . import admin
 from . import record as record_mod
+from . import limits as limits_mod
 from . import relay as relay_mode
 from .errors import refuse, respond_error
 from .find import FindResponse
@@ -47,23 +48,50 @@ class GatewayResource(Resource):
             body = admin.answer(request, gateway, self.draining)
             if body is not None:
                 return body
+        self._guarded(request, self._check, request, gateway)
+        return server.NOT_DONE_YET
+
+    def _check(self, request: Any, gateway: Gateway) -> None:
+        """The key, the route, the body's size, then the partner's limits."""
+        denied = getattr(request, "denied", None)
+        if denied is not None:
+            raise denied  # no key, or not for this route: checked before anything else
+        match = getattr(request, "match", None) or gateway.router.match_request(
+            request.method, request.uri)
+        if getattr(request, "too_large", False):
+            limit = gateway.config.max_body(match.route)
+            raise BodyTooLarge(f"the request body is over {limit} bytes")
+        partner = getattr(request, "partner", None)
+        if partner is None or not limits_mod.limited(partner):
+            self._dispatch(request, gateway, match)
+            return
+        d = gateway.limits.take(partner)
+        d.addCallback(lambda decision: self._guarded(request, self._decided, request, gateway,
+                                                     match, partner, decision))
+        d.addErrback(lambda f: log.failure("internal error in a rate-limit check", f))
+
+    def _decided(self, request: Any, gateway: Gateway, match: Match, partner: Partner,
+                 decision: Any) -> None:
+        if request.finished or request._disconnected:
+            return  # the client left while its limit was checked
+        limits_mod.apply(request, gateway, match, partner, decision)
+        self._dispatch(request, gateway, match)
+
+    def _dispatch(self, request: Any, gateway: Gateway, match: Match) -> None:
+        if getattr(request, "relay", None) is not None:
+            request.relay.attach()  # started when the headers came in
+        elif match.route.mode == "scatter":
+            ScatterResponse(request, gateway, match.route).start()
+        elif match.route.mode == "find":
+            FindResponse(request, gateway, match).start()
+        else:
+            relay_mode.start(request, gateway, match)
+
+    def _guarded(self, request: Any, step: Any, *args: Any) -> None:
+        """Run a step of a request: a ClientError is its answer; any other
+        error is logged and answered 500."""
         try:
-            denied = getattr(request, "denied", None)
-            if denied is not None:
-                raise denied  # no key, or not for this route: checked before anything else
-            match = getattr(request, "match", None) or gateway.router.match_request(
-                request.method, request.uri)
-            if getattr(request, "too_large", False):
-                limit = gateway.config.max_body(match.route)
-                raise BodyTooLarge(f"the request body is over {limit} bytes")
-            if getattr(request, "relay", None) is not None:
-                request.relay.attach()  # started when the headers came in
-            elif match.route.mode == "scatter":
-                ScatterResponse(request, gateway, match.route).start()
-            elif match.route.mode == "find":
-                FindResponse(request, gateway, match).start()
-            else:
-                relay_mode.start(request, gateway, match)
+            step(*args)
         except ClientError as e:
             refuse(request, e)
         except Exception:
@@ -73,7 +101,6 @@ class GatewayResource(Resource):
             if not request.startedWriting and not request.finished:
                 respond_error(request, 500, "internal_error",
                               "the gateway failed on this request; it is logged")
-        return server.NOT_DONE_YET
 
 
 class GatewayRequest(server.Request):
@@ -129,7 +156,8 @@ class GatewayRequest(server.Request):
             self.too_large = True
             self.content = io.BytesIO()
             return
-        if length != 0 and self.match is not None and self.denied is None:
+        if (length != 0 and self.match is not None and self.denied is None
+                and not (self.partner is not None and limits_mod.limited(self.partner))):
             try:
                 self.relay = relay_mode.start_streaming(self, gateway, self.match, length)
             except Exception:

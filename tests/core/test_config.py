@@ -140,7 +140,8 @@ def _documented_keys() -> set[str]:
     keys = {f.name for cls in (config.ServerConfig, config.UpstreamConfig, config.Route,
                                config.ScatterOptions, config.RelayOptions, config.OwnerOptions,
                                config.FindOptions, config.HealthConfig, config.OutlierConfig,
-                               config.AdminConfig, config.AuthConfig)
+                               config.AdminConfig, config.AuthConfig,
+                               config.RateLimitConfig)
             for f in dataclasses.fields(cls)} - {"key", "scatter", "relay", "owner", "find",
                                                  "keys"}
     keys |= {"urls", "secret_env", "secret_file", "secret_credential", "keys_file",

@@ -1,0 +1,111 @@
+"""Rate limits shared through a real Redis: two gateway processes, one bucket;
+Redis stopped and started again under them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from processes import get, redis_server, stop, twistd, wait_for_line
+from support import free_port, listen_port, metric_samples
+
+pytestmark = pytest.mark.skipif(not shutil.which("redis-server"),
+                                reason="redis-server (Debian package redis-server) is missing")
+
+def _key(tmp_path: Path, rate: float, burst: int) -> str:
+    import sys
+
+    from processes import env
+
+    out = subprocess.run([sys.executable, "-m", "shardstream.daemon.keys_cli", "add", "--file",
+                          str(tmp_path / "keys.toml"), "--partner", "acme", "--scope", "/a",
+                          "--rate", str(rate), "--burst", str(burst)],
+                         env=env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()[-1]
+
+
+def _gateway(tmp_path: Path, name: str, redis: int, down: str = "open",
+             admin: int | None = None) -> tuple[int, subprocess.Popen]:
+    port = listen_port()
+    cfg = tmp_path / f"{name}.toml"
+    cfg.write_text(
+        f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\n'
+        + (f'[admin]\nlisten = "tcp:{admin}:interface=127.0.0.1"\n' if admin else "")
+        + f'[auth]\nkeys_file = "{tmp_path / "keys.toml"}"\n'
+        f'[rate_limit]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:{redis}/0"\n'
+        f'on_redis_down = "{down}"\ntimeout = 0.2\n'
+        f'[shards.s1]\nurls = ["http://127.0.0.1:{free_port()}"]\n'
+        '[[routes]]\npath = "/a"\nmode = "scatter"\nitems = "data.item"\n')
+    proc = twistd(tmp_path, "--config", str(cfg))
+    wait_for_line(proc, "listening on")
+    return port, proc
+
+
+def _ask(port: int, key: str) -> tuple[int, dict]:
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/a",
+                                     headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}
+
+
+def test_two_gateways_share_one_bucket_and_survive_redis_going_away(tmp_path):
+    redis_port = free_port()
+    redis = redis_server(tmp_path, redis_port)
+    key = _key(tmp_path, rate=1, burst=5)
+    admin = listen_port()
+    (a, pa), (b, pb) = (_gateway(tmp_path, "a", redis_port, admin=admin),
+                        _gateway(tmp_path, "b", redis_port))
+    try:
+        started = time.monotonic()
+        answers = [_ask(port, key) for _ in range(10) for port in (a, b)]
+        elapsed = time.monotonic() - started
+        allowed = sum(1 for status, _ in answers if status != 429)
+        # one bucket of 5 (plus what 1/s refilled meanwhile), not 5 in each gateway
+        assert 5 <= allowed <= 5 + int(elapsed) + 1 < 10, (allowed, elapsed)
+        assert all("ratelimit" in h and "ratelimit-policy" in h for _, h in answers)
+        denied = [h for status, h in answers if status == 429]
+        assert denied and all(int(h["retry-after"]) >= 1 for h in denied)
+
+        redis.terminate()
+        redis.wait(timeout=10)
+        statuses = [_ask(a, key)[0] for _ in range(8)]  # open: served, unlimited
+        assert set(statuses) == {502}, statuses  # past the gateway: the shard is down
+        m = metric_samples(get(f"http://127.0.0.1:{admin}/metrics")[1].decode())
+        assert m[("shardstream_rate_limit_redis_up", ())] == 0
+        assert m[("shardstream_rate_limit_unchecked_total", ())] >= 8
+
+        redis = redis_server(tmp_path, redis_port)  # back: limits hold again, by themselves
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "ratelimit" not in _ask(a, key)[1]:
+            time.sleep(0.2)
+        assert "ratelimit" in _ask(a, key)[1]
+    finally:
+        code_a, out_a = stop(pa)
+        code_b, out_b = stop(pb)
+        redis.terminate()
+        redis.wait(timeout=10)
+    assert code_a == 0 and code_b == 0, out_a + out_b
+    assert out_a.count("does not answer") == 1  # the change of state, logged once
+    assert out_a.count("answers again") == 1
+    assert key not in out_a + out_b
+
+
+def test_closed_refuses_with_503_while_redis_is_down(tmp_path):
+    key = _key(tmp_path, rate=100, burst=100)
+    port, proc = _gateway(tmp_path, "c", free_port(), down="closed")  # no Redis there
+    try:
+        status, headers = _ask(port, key)
+        assert status == 503 and headers["retry-after"] == "1"
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
