@@ -8,6 +8,7 @@ A loaded :class:`Config` is never mutated; a reload builds a new one.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -70,6 +71,12 @@ class ServerConfig:
     write_buffer: int = 64 * 1024  # bytes queued for a slow client before its shards pause
     merge_queue: int = 128  # items queued per shard in a sorted merge before it pauses
     log_format: str = "text"  # or "json": one JSON object per line
+    max_header_bytes: int = 16384  # request line plus headers (414, 431 above)
+    max_headers: int = 100  # header fields per request (431 above)
+    header_timeout: float = 10.0  # seconds for a request's head to arrive (408 after)
+    trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-*/Forwarded are kept
+    hide_headers: tuple[str, ...] = ("server", "x-powered-by", "x-aspnet-version",
+                                     "x-aspnetmvc-version")  # dropped from shard answers
 
 
 @dataclass(frozen=True)
@@ -622,6 +629,24 @@ def _server(t: _Table, check_listen: ListenCheck | None) -> ServerConfig:
     drain_delay = t.number("drain_delay", ServerConfig.drain_delay, minimum=0)
     write_buffer = t.number("write_buffer", ServerConfig.write_buffer, integer=True)
     merge_queue = t.number("merge_queue", ServerConfig.merge_queue, integer=True)
+    max_header_bytes = t.number("max_header_bytes", ServerConfig.max_header_bytes,
+                                integer=True, minimum=1024)
+    max_headers = t.number("max_headers", ServerConfig.max_headers, integer=True)
+    header_timeout = t.number("header_timeout", ServerConfig.header_timeout)
+    proxies = t.get("trusted_proxies", [])
+    if not isinstance(proxies, list) or not all(isinstance(p, str) for p in proxies):
+        proxies = t.bad("trusted_proxies", "must be a list of addresses or networks", [])
+    for network in proxies:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            proxies = t.bad("trusted_proxies", f"{network!r} is not an address or a network "
+                            "such as 10.0.0.0/8", [])
+            break
+    hide = t.get("hide_headers", list(ServerConfig.hide_headers))
+    if not isinstance(hide, list) or not all(isinstance(h, str) and HEADER_NAME.match(h)
+                                             for h in hide):
+        hide = t.bad("hide_headers", "must be a list of header names", [])
     log_format = t.get("log_format", ServerConfig.log_format)
     if log_format not in LOG_FORMATS:
         log_format = t.bad("log_format", f"must be one of {', '.join(map(repr, LOG_FORMATS))}, "
@@ -633,7 +658,11 @@ def _server(t: _Table, check_listen: ListenCheck | None) -> ServerConfig:
     return ServerConfig(listen=listen, max_body=max_body, access_log=access_log, workers=workers,
                         drain_timeout=drain_timeout, drain_delay=drain_delay,
                         write_buffer=write_buffer, merge_queue=merge_queue,
-                        log_format=log_format)
+                        log_format=log_format, max_header_bytes=max_header_bytes,
+                        max_headers=max_headers, header_timeout=header_timeout,
+                        trusted_proxies=tuple(str(ipaddress.ip_network(n, strict=False))
+                                              for n in proxies),
+                        hide_headers=tuple(h.lower() for h in hide))
 
 
 def _upstream(t: _Table) -> UpstreamConfig:

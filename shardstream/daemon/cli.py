@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from twisted.python import usage
@@ -45,6 +46,10 @@ class Options(usage.Options):
     workers = 1
 
     def postOptions(self) -> None:
+        # SIGHUP's default action ends the process; until the reload handler
+        # is in place (when the reactor runs), a SIGHUP is dropped instead:
+        # the config is being read anyway.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         if self["config"] and self["demo"]:
             raise StartupError("--config and --demo exclude each other", EX_CONFIG)
         if self["listen"]:

@@ -6,6 +6,7 @@ never forwarded; neither are the headers the gateway must set itself.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Iterable, Sequence
 
 from twisted.web.http_headers import Headers
@@ -61,13 +62,16 @@ def end_to_end(headers: Headers, drop: Iterable[bytes] = ()) -> list[tuple[bytes
     ]
 
 
+# Rebuilt by the gateway from the real peer (kept only from trusted proxies).
+_FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
+                         b"forwarded"})
 # With [auth], the partner's credentials stay at the gateway.
 _CREDENTIALS = frozenset({b"authorization", b"cookie"})
 
 
 def upstream_request_headers(request, scatter: bool) -> Headers:
     """Headers for a shard request made on behalf of a client request."""
-    drop = _REQUEST_OWN | _SCATTER_OWN if scatter else _REQUEST_OWN
+    drop = (_REQUEST_OWN | _SCATTER_OWN if scatter else _REQUEST_OWN) | _FORWARDING
     gateway = getattr(request, "gateway", None)
     auth = gateway.config.auth if gateway is not None else None
     if auth is not None:
@@ -83,14 +87,7 @@ def upstream_request_headers(request, scatter: bool) -> Headers:
     if scatter:
         out.setRawHeaders(b"accept", [b"application/json"])
         out.setRawHeaders(b"accept-encoding", [b"identity"])
-    peer = getattr(request.getClientAddress(), "host", None)
-    if peer:
-        prior = request.requestHeaders.getRawHeaders(b"x-forwarded-for", [])
-        out.setRawHeaders(b"x-forwarded-for", [b", ".join(prior + [peer.encode()])])
-    out.setRawHeaders(b"x-forwarded-proto", [b"https" if request.isSecure() else b"http"])
-    host = request.getHeader(b"host")
-    if host:
-        out.setRawHeaders(b"x-forwarded-host", [host])
+    _forwarding(request, out, gateway.config.server.trusted_proxies if gateway else ())
     request_id = getattr(request, "request_id", None)
     if request_id:
         out.setRawHeaders(b"x-request-id", [request_id])
@@ -106,3 +103,38 @@ def with_new_span(headers: Headers, request: Any, copy: bool = True) -> Headers:
     out = headers.copy() if copy else headers
     out.setRawHeaders(b"traceparent", [trace.child()])
     return out
+
+
+def trusted(peer: str | None, proxies: Sequence[str]) -> bool:
+    """Is the peer one of ``server.trusted_proxies`` (whose forwarding fields count)?"""
+    if peer is None or not proxies:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(n) for n in proxies)
+
+
+def _forwarding(request: Any, out: Headers, proxies: Sequence[str]) -> None:
+    """X-Forwarded-For/-Proto/-Host and Forwarded (RFC 7239), from the real
+    peer; what the request itself says is kept only from a trusted proxy."""
+    incoming = request.requestHeaders
+    peer = getattr(request.getClientAddress(), "host", None)
+    keep = trusted(peer, proxies)
+    proto = b"https" if request.isSecure() else b"http"
+    if keep:
+        proto = (incoming.getRawHeaders(b"x-forwarded-proto", [proto])[-1]).strip() or proto
+    host = request.getHeader(b"host")
+    if peer:
+        prior = incoming.getRawHeaders(b"x-forwarded-for", []) if keep else []
+        out.setRawHeaders(b"x-forwarded-for", [b", ".join(prior + [peer.encode()])])
+        node = f'"[{peer}]"' if ":" in peer else peer
+        element = f"for={node};proto={proto.decode('latin-1')}"
+        if host:
+            element += f';host="{host.decode("latin-1")}"'
+        prior = incoming.getRawHeaders(b"forwarded", []) if keep else []
+        out.setRawHeaders(b"forwarded", [b", ".join(prior + [element.encode("latin-1")])])
+    out.setRawHeaders(b"x-forwarded-proto", [proto])
+    if host:
+        out.setRawHeaders(b"x-forwarded-host", [host])

@@ -61,7 +61,7 @@ def cut(request: Any) -> None:
         record.cut = True
 
 
-def _method(method: str) -> str:
+def known_method(method: str) -> str:
     return method if method in HTTP_METHODS else "other"  # a client's typo is no new series
 
 
@@ -92,7 +92,7 @@ def _ended(request: Any, record: Record, now: float, outcome: str, access_log: b
     shards = record.outcome() if record.outcome is not None else Outcome()
     route = record.route
     code = request.code
-    m.requests.labels(route, _method(record.method),
+    m.requests.labels(route, known_method(record.method),
                       status_class(code) if outcome == "completed" else outcome).inc()
     duration = now - record.started
     m.duration.labels(route).observe(duration)

@@ -120,7 +120,8 @@ class Relay:
         request = self.request
         self.committed = True
         request.setResponseCode(response.code, response.phrase)
-        for name, values in end_to_end(response.headers, drop=(b"content-length",)):
+        hidden = tuple(h.encode() for h in self.gateway.config.server.hide_headers)
+        for name, values in end_to_end(response.headers, drop=(b"content-length", *hidden)):
             if any(values):  # the gzip decoder leaves an empty Content-Encoding behind
                 request.responseHeaders.setRawHeaders(name, values)
         request_id = getattr(request, "request_id", None)

@@ -21,6 +21,7 @@ from ..core.errors import BodyTooLarge, ClientError, error_body
 from ..core.routing import Match
 from ..core.keys import Partner, authorize
 from ..core.tracing import TraceContext, request_id, trace_context
+from ..observe.metrics import metrics, status_class
 from . import admin
 from . import record as record_mod
 from . import limits as limits_mod
@@ -32,6 +33,7 @@ from .relay import Relay
 from .scatter import ScatterResponse
 
 log = Logger(namespace="shardstream")
+SERVER = b"shardstream"  # the Server field: a name, no versions
 
 
 class GatewayResource(Resource):
@@ -138,8 +140,17 @@ class GatewayRequest(server.Request):
         except ClientError:
             self.match = None  # render answers it, once the (bounded) body is read
         command, path = self.channel._command, self.channel._path
-        self.record = record_mod.started(
-            time.monotonic(), _route_label(gateway, command, path, self.match), command, path)
+        label = _route_label(gateway, command, path, self.match)
+        self._limit = gateway.config.max_body(self.match.route if self.match else None)
+        if length is not None and length > self._limit:
+            # Refused at once: no reason to wait for a body we will not read.
+            self.channel._refuse(413, "body_too_large", f"the request body ({length} bytes "
+                                 f"declared) is over {self._limit} bytes", label,
+                                 command.decode("ascii", "replace"))
+            self.content = io.BytesIO()
+            self.too_large = True
+            return
+        self.record = record_mod.started(time.monotonic(), label, command, path)
         auth = gateway.config.auth
         if auth is not None and not admin.on_main(self, gateway.config, path=self.channel._path,
                                                   method=self.channel._command):
@@ -151,11 +162,6 @@ class GatewayRequest(server.Request):
                     self.channel._command.decode("ascii", "replace"))
             except ClientError as e:
                 self.denied = e
-        self._limit = gateway.config.max_body(self.match.route if self.match else None)
-        if length is not None and length > self._limit:
-            self.too_large = True
-            self.content = io.BytesIO()
-            return
         if (length != 0 and self.match is not None and self.denied is None
                 and not (self.partner is not None and limits_mod.limited(self.partner))):
             try:
@@ -187,6 +193,8 @@ class GatewayRequest(server.Request):
             super().handleContentChunk(data)
 
     def write(self, data: bytes) -> None:
+        if not self.startedWriting:  # the head goes out now: no versions in it
+            self.responseHeaders.setRawHeaders(b"server", [SERVER])
         if data and self.record is not None and self.record.first is None:
             self.record.first = time.monotonic()  # a list's first write holds its first item
         super().write(data)
@@ -224,16 +232,86 @@ class _Channel(http.HTTPChannel):
     # No default for reason, unlike Protocol's: Twisted always passes one.
     def connectionLost(self, reason: Any) -> None:  # type: ignore[override]
         self.site.channels.discard(self)
+        if self._header_timer is not None and self._header_timer.active():
+            self._header_timer.cancel()
         super().connectionLost(reason)
 
     def _respondToBadRequestAndDisconnect(self) -> None:
-        """twisted.web's answer to a request it cannot parse, as our JSON error."""
-        body = error_body("bad_request", "the request is not valid HTTP/1.1 (a malformed "
-                          "request line or header, or bytes outside ASCII in the target)")
-        self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+        """twisted.web's answer to a request it cannot parse, as our JSON error
+        (its header limits land here too: we say which)."""
+        if self._too_big is not None:
+            self._refuse(*self._too_big)
+            return
+        self._refuse(400, "bad_request", "the request is not valid HTTP/1.1 (a malformed "
+                     "request line or header, or bytes outside ASCII in the target)")
+
+    def _refuse(self, status: int, code: str, message: str, route: str = "unmatched",
+                method: str = "other") -> None:
+        """Answer at once, without a request to answer on (its head is bad, or
+        its body too large to read), then close."""
+        body = error_body(code, message)
+        phrase = http.RESPONSES.get(status, b"Error")
+        self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                              b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-                             % (len(body), body))
+                             % (status, phrase, len(body), body))
+        metrics().requests.labels(route, record_mod.known_method(method),
+                                  status_class(status)).inc()
         self.loseConnection()
+
+    _too_big: tuple[int, str, str] | None = None
+    _header_timer: Any = None
+    _awaiting_head = True  # between requests, or in a request's line and headers
+
+    def _in_request_line(self) -> bool:
+        return bool(getattr(self, "_HTTPChannel__first_line", 1))
+
+    def dataReceived(self, data: bytes) -> None:
+        timeout = self.site.header_timeout
+        if self._awaiting_head and self._header_timer is None and timeout:
+            from twisted.internet import reactor
+
+            self._header_timer = reactor.callLater(timeout, self._headers_late)
+        super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> Any:
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self._too_big = ((414, "uri_too_long", "the request line is over "
+                              f"{self.totalHeadersSize} bytes") if self._in_request_line()
+                             else (431, "headers_too_large", "the request's headers are over "
+                                   f"{self.totalHeadersSize} bytes"))
+        return super().lineReceived(line)
+
+    def headerReceived(self, line: bytes) -> bool:
+        if self._receivedHeaderCount + 1 > self.maxHeaders:
+            self._too_big = (431, "headers_too_large",
+                             f"the request has more than {self.maxHeaders} header fields")
+        return bool(super().headerReceived(line))
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A line over MAX_LENGTH (twisted.web closes without a word)."""
+        if self._in_request_line():
+            self._refuse(414, "uri_too_long", f"the request line is over {self.MAX_LENGTH} bytes")
+        else:
+            self._refuse(431, "headers_too_large", f"a header line is over {self.MAX_LENGTH} "
+                         "bytes")
+
+    def allHeadersReceived(self) -> None:
+        self._awaiting_head = False
+        if self._header_timer is not None and self._header_timer.active():
+            self._header_timer.cancel()
+        self._header_timer = None
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:
+        super().allContentReceived()
+        self._awaiting_head = True  # the next request's head, when its bytes come
+
+    def _headers_late(self) -> None:
+        """A client that sends its request head too slowly (slowloris) is closed."""
+        self._header_timer = None
+        if self._awaiting_head and self.transport is not None:
+            self._refuse(408, "request_timeout", "the request's head did not arrive within "
+                         f"{self.site.header_timeout:g} s")
 
 
 class TrackingSite(server.Site):
@@ -245,6 +323,17 @@ class TrackingSite(server.Site):
     def __init__(self, resource: Any, **kwargs: Any) -> None:
         super().__init__(resource, **kwargs)
         self.channels: set[_Channel] = set()
+        self.header_timeout = 0.0  # close a connection whose request head is this late
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        gateway = getattr(self.resource, "gateway", None)
+        if gateway is not None:
+            server_config = gateway.config.server
+            channel.totalHeadersSize = server_config.max_header_bytes
+            channel.MAX_LENGTH = server_config.max_header_bytes
+            channel.maxHeaders = server_config.max_headers
+        return channel
 
     def log(self, request: Any) -> None:
         """Called by twisted.web when a response is finished: its record ends
@@ -273,6 +362,8 @@ def _route_label(gateway: Gateway, method: bytes, path: bytes, match: Match | No
 def make_site(gateway: Gateway) -> TrackingSite:
     site = TrackingSite(GatewayResource(gateway))
     site.requestFactory = GatewayRequest
+    site.header_timeout = gateway.config.server.header_timeout
+    site.displayTracebacks = False
     return site
 
 
