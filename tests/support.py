@@ -125,7 +125,8 @@ class GatewayTestCase(unittest.TestCase):
             "server": {"listen": "tcp:0:interface=127.0.0.1", "drain_timeout": 1.0,
                        **top.pop("server", {})},
             "upstream": upstream or {},
-            "shards": {name: {"urls": url if isinstance(url, list) else [url]}
+            "shards": {name: url if isinstance(url, dict)
+                       else {"urls": url if isinstance(url, list) else [url]}
                        for name, url in shards.items()},
             "routes": routes or [{"path": "/v3/events", "mode": "scatter", "items": "data.item"}],
             **top,

@@ -152,6 +152,9 @@ class HealthConfig:
 class Shard:
     name: str
     urls: tuple[str, ...]
+    # (header, value) sent on every request to this shard ([shards.NAME.credentials]);
+    # never logged, never shown.
+    credential: tuple[str, bytes] | None = field(default=None, repr=False)
 
 
 
@@ -590,13 +593,13 @@ def _auth(t: _Table, routes: tuple[Route, ...]) -> AuthConfig | None:
 def _read_secret(t: _Table, name: str, value: str) -> bytes:
     """The secret named by ``name = value`` (an environment variable, a file
     or a systemd credential); a file's is stripped."""
-    if name == "secret_env":
+    if name.endswith("_env"):
         secret = os.environ.get(value)
         if not secret:
             t.fail(name, f"environment variable {value} is not set or empty")
         return secret.encode()
     path, hint = value, ""
-    if name in ("secret_credential", "keys_credential"):
+    if name.endswith("_credential"):
         if not CREDENTIAL_NAME.match(value):
             t.fail(name, f"{value!r} is not a credential name (letters, digits, '_', '-' "
                    "and '.'; it is a file name in $CREDENTIALS_DIRECTORY)")
@@ -604,7 +607,7 @@ def _read_secret(t: _Table, name: str, value: str) -> bytes:
         if not directory:
             t.fail(name, f"CREDENTIALS_DIRECTORY is not set: not running under systemd with "
                    f"LoadCredential={value}:..., or set "
-                   f"{name.replace('credential', 'file')} instead")
+                   f"{name.replace('_credential', '_file')} instead")
         path = os.path.join(directory, value)
         hint = f" (is LoadCredential={value}:... in the unit?)"
     try:
@@ -705,8 +708,31 @@ def _shard(shards: _Table, name: str) -> Shard:
             t.note("urls", f"{url.rstrip('/')!r} is listed twice (replicas must be distinct)")
         else:
             urls.append(url.rstrip("/"))
+    credential = _credential(t.table("credentials")) if "credentials" in t.data else None
     t.done()
-    return Shard(name=name, urls=tuple(urls))
+    return Shard(name=name, urls=tuple(urls), credential=credential)
+
+
+_VALUE_KEYS = ("value_env", "value_file", "value_credential")
+
+
+def _credential(t: _Table) -> tuple[str, bytes]:
+    """A shard's own credential: a header and where its value is (never in
+    the config itself)."""
+    header = t.string("header")
+    if not HEADER_NAME.match(header):
+        t.fail("header", f"{header!r} is not a header name (letters, digits and '-')")
+    given = [k for k in _VALUE_KEYS if k in t.data]
+    for key in given:
+        t.string(key)
+    t.done()
+    if len(given) != 1:
+        t.fail("", "set exactly one of " + ", ".join(_VALUE_KEYS)
+               + (f" (this table sets {' and '.join(given)})" if given else ""))
+    value = _read_secret(t, given[0], t.data[given[0]])
+    if not value or b"\n" in value or b"\r" in value:
+        t.fail(given[0], "the value must be one non-empty line")
+    return header, value
 
 
 def _url_problem(url: str) -> str | None:
@@ -941,6 +967,10 @@ def changes(old: Config, new: Config) -> list[str]:
         out.append("shards removed: " + ", ".join(removed))
     if moved:
         out.append("shard replicas changed: " + ", ".join(moved))
+    recredentialed = [n for n in after if n in before
+                      and after[n].credential != before[n].credential]
+    if recredentialed:
+        out.append("shard credentials changed: " + ", ".join(recredentialed))
     def label(r: Route) -> str:
         methods = ",".join(sorted(r.methods)) if r.methods else "any method"
         return f"{r.path.text} ({r.mode}, {methods})"

@@ -43,6 +43,7 @@ class Balancer:
         self.client = client
         self.config = config
         self.sets = {s.name: ReplicaSet(s.name, s.urls, config.outlier) for s in config.shards}
+        self.credentials = {s.name: s.credential for s in config.shards if s.credential}
         up = config.upstream
         # One budget per shard (Envoy's is per cluster): a shard that is down
         # everywhere cannot spend the retries another shard's failover needs.
@@ -71,11 +72,21 @@ class Balancer:
 
     def call(self, shard: str, method: bytes, target: bytes, headers: Headers, body: Any,
              sink: ShardSink, body_sent: Any = None) -> "BalancedCall":
-        """Send ``method target`` (path and query) to a replica of ``shard``."""
+        """Send ``method target`` (path and query) to a replica of ``shard``,
+        with the shard's own credential when it has one."""
+        headers = self.with_credential(shard, headers)
         call = BalancedCall(self, self.sets[shard], self.budgets[shard], method, target,
                             headers, body, sink, body_sent)
         call.start()
         return call
+
+    def with_credential(self, shard: str, headers: Headers) -> Headers:
+        credential = self.credentials.get(shard)
+        if credential is None:
+            return headers
+        out = headers.copy()
+        out.setRawHeaders(credential[0].encode(), [credential[1]])
+        return out
 
     def publish(self) -> None:
         """Every replica's availability, into its gauge (ejections expire with

@@ -95,9 +95,9 @@ class HealthChecker:
                 check = _Check(self, rs, replica)
                 self._running[id(replica)] = check
                 check.timer = self.reactor.callLater(self.health.timeout, check.expire)
+                headers = self.balancer.with_credential(rs.shard, Headers({b"accept": [b"*/*"]}))
                 check.call = self.balancer.client.call(
-                    b"GET", replica.url.encode() + path, Headers({b"accept": [b"*/*"]}), None,
-                    check)
+                    b"GET", replica.url.encode() + path, headers, None, check)
 
     def _result(self, check: _Check, ok: bool) -> None:
         if self._running.get(id(check.replica)) is not check:

@@ -371,3 +371,29 @@ def test_an_admin_endpoint_several_workers_cannot_share_is_refused(tmp_path):
     with pytest.raises(config.ConfigError) as e:
         load_config(path)
     assert e.value.key == "admin.listen" and "tcp: or systemd:" in e.value.problem
+
+
+@pytest.mark.parametrize("table, problem", [
+    ('header = "Authorization"\n', "set exactly one of value_env, value_file, value_credential"),
+    ('header = "Authorization"\nvalue_env = "A"\nvalue_file = "/x"\n',
+     "(this table sets value_env and value_file)"),
+    ('header = "Bad Header"\nvalue_env = "A"\n', "is not a header name"),
+    ('header = "X-Key"\nvalue_env = "NOT_SET_ANYWHERE"\n', "is not set or empty"),
+    ('header = "X-Key"\nvalue_file = "/nonexistent/token"\n', "cannot read /nonexistent/token"),
+])
+def test_a_shard_credential_is_checked_and_never_shown(tmp_path, table, problem):
+    text = GOOD.replace('[shards.s2]', '[shards.s1.credentials]\n' + table + '[shards.s2]')
+    with pytest.raises(config.ConfigError) as e:
+        config.load(write(tmp_path, text))
+    assert e.value.key.startswith("shards.s1.credentials") and problem in str(e.value)
+
+
+def test_a_shard_credential_is_read_and_kept_out_of_reprs(tmp_path, monkeypatch):
+    monkeypatch.setenv("S1_KEY", "very-secret-token")
+    text = GOOD.replace('[shards.s2]', '[shards.s1.credentials]\nheader = "X-Key"\n'
+                        'value_env = "S1_KEY"\n[shards.s2]')
+    c = config.load(write(tmp_path, text))
+    assert c.shard("s1").credential == ("X-Key", b"very-secret-token")
+    assert "very-secret-token" not in repr(c)
+    old = config.load(write(tmp_path, GOOD))
+    assert config.changes(old, c) == ["shard credentials changed: s1"]

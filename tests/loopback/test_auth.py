@@ -87,3 +87,42 @@ class AuthTests(GatewayTestCase):
             self.assertEqual(r.code, 401, path)
             r = yield self.fetch(base + path, headers={"Authorization": f"Bearer {key}"})
             self.assertEqual(r.code, 404, path)
+
+
+class ShardCredentialTests(GatewayTestCase):
+    @defer.inlineCallbacks
+    def test_each_shard_gets_its_own_credential_on_every_request_and_it_is_never_logged(self):
+        from twisted.logger import globalLogPublisher
+
+        self.shard("s1", items("s1", 2, vendor_id="v1"))
+        self.shard("s2", items("s2", 2))
+        token = os.path.join(tempfile.mkdtemp(), "s1.token")
+        with open(token, "w") as f:
+            f.write("Bearer shard-one-secret\n")
+        os.environ["S2_TOKEN"] = "shard-two-secret"
+        self.addCleanup(os.environ.pop, "S2_TOKEN")
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        base = self.gateway(
+            routes=ROUTES, shard_map={"vendor_id": {"v1": "s1"}},
+            shards={"s1": {"urls": [self.urls["s1"]],
+                           "credentials": {"header": "Authorization", "value_file": token}},
+                    "s2": {"urls": [self.urls["s2"]],
+                           "credentials": {"header": "X-Shard-Key", "value_env": "S2_TOKEN"}}},
+            health={"path": "/healthz", "interval": 0.05, "timeout": 0.04})
+        r = yield self.fetch(base + "/v3/events", headers={"Authorization": "Bearer client"})
+        self.assertEqual(r.code, 200)
+        r = yield self.fetch(base + "/v3/vendors/v1/events")
+        self.assertEqual(r.code, 200)
+        yield self.wait_for(lambda: any(q["uri"] == "/healthz" for q in self.sims["s2"].requests),
+                            what="a health check")
+        for q in self.sims["s1"].requests:
+            self.assertEqual(q["headers"]["authorization"], ["Bearer shard-one-secret"], q["uri"])
+        for q in self.sims["s2"].requests:
+            self.assertEqual(q["headers"]["x-shard-key"], ["shard-two-secret"], q["uri"])
+            self.assertNotEqual(q["headers"].get("authorization"), ["Bearer shard-one-secret"])
+        self.assertNotIn("secret", repr(self.service.config))
+        text = " ".join(str(e) for e in events)
+        self.assertNotIn("shard-one-secret", text)
+        self.assertNotIn("shard-two-secret", text)
