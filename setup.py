@@ -28,7 +28,8 @@ setup(
         # directly (see shardstream/upstream/client.py for why). mypy checks the
         # types (tests/test_layout.py), strictly in the core.
         "test": ["pytest>=8", "hypothesis>=6.100", "treq>=24.9", "mypy>=1.10",
-                 "mypy-zope>=1.0", "pyyaml>=6.0"],
+                 "mypy-zope>=1.0", "pyyaml>=6.0",
+                 "trustme>=1.1"],
     },
     entry_points={"console_scripts": ["shardstream-keys = shardstream.daemon.keys_cli:main"]},
     classifiers=[

@@ -89,6 +89,9 @@ class UpstreamConfig:
     retries: int = 2  # further attempts on other replicas, per shard request
     retry_budget: float = 0.2  # retries at most this share of requests (10 s window) ...
     retry_budget_min: int = 10  # ... plus this many per window, whatever the traffic
+    ca_file: str | None = None  # verify https shards against these CAs, not the system's
+    client_cert: str | None = None  # a certificate (PEM) to present to https shards ...
+    client_key: str | None = None  # ... and its key, when not in the same file
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,16 @@ class RateLimitConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"
     on_redis_down: str = "open"  # or "closed": 503 while Redis does not answer
     timeout: float = 0.05  # seconds a Redis check may take before Redis counts as down
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """The gateway listens with TLS ([tls]): on server.listen's address."""
+
+    cert: str  # the certificate chain, PEM
+    key: str  # its private key, PEM
+    client_ca: str | None = None  # require partner certificates signed by these CAs
+    min_version: str = "1.2"
 
 
 @dataclass(frozen=True)
@@ -242,6 +255,7 @@ class Config:
     admin: AdminConfig = AdminConfig()
     auth: AuthConfig | None = None
     rate_limit: RateLimitConfig = RateLimitConfig()
+    tls: TLSConfig | None = None
     shard_map: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: MappingProxyType({})
     )
@@ -440,12 +454,13 @@ def parse(data: dict[str, Any], source: str = "<config>",
     auth = _check(lambda: _auth(top.table("auth", lenient=True), routes), None)
     rate_limit = _check(lambda: _rate_limit(top.table("rate_limit", lenient=True)),
                         RateLimitConfig())
+    tls = _check(lambda: _tls(top.table("tls", lenient=True), server), None)
     _check(top.done, None)
     if problems:
         raise ConfigError.combine(problems)
     return Config(source, server, upstream, shards, routes, shard_map=shard_map,
                   cursor_secret=secret, health=health, outlier=outlier, admin=admin, auth=auth,
-                  rate_limit=rate_limit)
+                  rate_limit=rate_limit, tls=tls)
 
 
 def _declared(top: _Table, name: str) -> set[str] | None:
@@ -534,6 +549,37 @@ def _cursor(t: _Table) -> bytes | None:
     if len(secret) < 16:
         t.fail(name, f"the secret must be at least 16 bytes, not {len(secret)}")
     return secret
+
+
+def _pem(t: _Table, name: str, default: Any = ...) -> Any:
+    """A PEM file's path, readable now."""
+    path = t.string(name, default)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError as e:
+        return t.bad(name, f"cannot read {path}: {e.strerror or e}", None)
+    if b"-----BEGIN" not in head:
+        return t.bad(name, f"{path} is not a PEM file", None)
+    return path
+
+
+def _tls(t: _Table, server: ServerConfig) -> TLSConfig | None:
+    if not t.data:
+        return None
+    version = t.get("min_version", TLSConfig.min_version)
+    if version not in ("1.2", "1.3"):
+        version = t.bad("min_version", f'must be "1.2" or "1.3", not {version!r}', "1.2")
+    client_ca = _pem(t, "client_ca", None)
+    cert = _pem(t, "cert", None) if "cert" in t.data else t.bad("cert", "is required", None)
+    key = _pem(t, "key", None) if "key" in t.data else t.bad("key", "is required", None)
+    t.done()
+    if server.listen.split(":", 1)[0] not in ("tcp", "tcp6", "systemd", "unix"):
+        t.fail("", f"[tls] wraps server.listen, which must then be a plain endpoint "
+               f"(tcp:, systemd:), not {server.listen.split(':', 1)[0]}:")
+    return TLSConfig(cert=cert, key=key, client_ca=client_ca, min_version=version)
 
 
 def _rate_limit(t: _Table) -> RateLimitConfig:
@@ -682,8 +728,13 @@ def _upstream(t: _Table) -> UpstreamConfig:
         retry_budget=t.number("retry_budget", d.retry_budget, minimum=0, maximum=1),
         retry_budget_min=t.number("retry_budget_min", d.retry_budget_min, integer=True,
                                   minimum=0),
+        ca_file=_pem(t, "ca_file", None),
+        client_cert=_pem(t, "client_cert", None),
+        client_key=_pem(t, "client_key", None),
     )
     t.done()
+    if up.client_key is not None and up.client_cert is None:
+        t.fail("client_key", "is the key of client_cert, which is not set")
     return up
 
 

@@ -14,6 +14,7 @@ from twisted.logger import Logger
 
 from ..core import config as config_mod
 from ..core import parse
+from ..upstream import tls
 from ..upstream.client import UpstreamClient
 from ..web.gateway import Gateway
 from ..observe.metrics import metrics
@@ -72,10 +73,11 @@ class GatewayService(ConfiguredService):
         gateway = Gateway(self.config, client)
         self.site = make_site(gateway)
         gateway.start()
+        factory = tls.wrap(self.site, self.config.tls)  # [tls]: the partners' side speaks TLS
         if self.adopt_fd is not None:
-            self.port = adopt(self.reactor, self.adopt_fd, self.site)
+            self.port = adopt(self.reactor, self.adopt_fd, factory)
         else:
-            self.port = listen_now(self.reactor, self.listen, self.site)
+            self.port = listen_now(self.reactor, self.listen, factory)
         admin_listen = self.config.admin.listen
         if self.admin_fd is not None:
             self.admin_port = adopt(self.reactor, self.admin_fd, make_admin_site(self.site))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from OpenSSL.SSL import Error as SSLError
+from service_identity import VerificationError
 from twisted.internet import error as ierror
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -32,6 +33,7 @@ from twisted.web.iweb import IBodyProducer, IResponse
 from ..core.config import UpstreamConfig
 from ..core.errors import ShardError
 from .pool import Endpoints, Pool, QuietFactory
+from .tls import ShardTLS
 from .sink import ShardSink
 
 log = Logger()
@@ -55,7 +57,7 @@ class UpstreamClient:
         self.pool.maxPersistentPerHost = config.max_idle_connections
         self.pool._factory = QuietFactory
         self.agent = Agent.usingEndpointFactory(
-            reactor, Endpoints(reactor, config.connect_timeout), pool=self.pool
+            reactor, Endpoints(reactor, config.connect_timeout, ShardTLS(config)), pool=self.pool
         )
 
     def call(
@@ -349,6 +351,13 @@ def _reason(failure: Any) -> Any:
     return reasons[0] if reasons else failure
 
 
+def _tls_error(reason: Any) -> ShardError:
+    if reason.check(VerificationError):
+        return ShardError("tls_error", "the shard's certificate is not for its host name")
+    return ShardError("tls_error", "TLS handshake with the shard failed (an unknown CA, "
+                      "an expired certificate, or no common protocol)")
+
+
 def classify(failure: Any) -> ShardError:
     """Name a failure that happened before the response headers."""
     if failure.check(ierror.ConnectionRefusedError):
@@ -360,15 +369,15 @@ def classify(failure: Any) -> ShardError:
     if failure.check(ierror.ConnectError):
         return ShardError("connect_error", _reason(failure).getErrorMessage())
     if failure.check(RequestGenerationFailed, RequestTransmissionFailed):
-        if _reason(failure).check(SSLError):
-            return ShardError("tls_error", "TLS handshake with the shard failed")
+        if _reason(failure).check(SSLError, VerificationError):
+            return _tls_error(_reason(failure))
         return ShardError("request_failed", "the request could not be sent in full")
     if failure.check(ResponseNeverReceived, ResponseFailed):
         reason = _reason(failure)
-        if reason.check(SSLError):
+        if reason.check(SSLError, VerificationError):
             # Not "connect_error": the request (and its body) had been handed
             # to the TLS layer already, so it does not count as never sent.
-            return ShardError("tls_error", "TLS handshake with the shard failed")
+            return _tls_error(reason)
         return ShardError("no_response", "the connection closed before a response arrived")
     log.failure("unexpected upstream failure", failure)
     return ShardError("upstream_error", "the request to the shard failed")

@@ -89,11 +89,12 @@ class Endpoints:
     thread for every new connection, and that thread's GIL hand-offs stall
     the reactor while a failing shard keeps reconnecting."""
 
-    def __init__(self, reactor: Any, connect_timeout: float) -> None:
+    def __init__(self, reactor: Any, connect_timeout: float, tls: Any = None) -> None:
         self._reactor = reactor
         self._timeout = connect_timeout
-        self._default = Agent(reactor, connectTimeout=connect_timeout)._endpointFactory
-        self._tls = BrowserLikePolicyForHTTPS()
+        self._tls = tls if tls is not None else BrowserLikePolicyForHTTPS()
+        self._default = Agent(reactor, connectTimeout=connect_timeout,
+                              contextFactory=self._tls)._endpointFactory
         self._cache: dict[tuple[bytes, bytes, int], Any] = {}
 
     def endpointForURI(self, uri: Any) -> Any:

@@ -141,7 +141,7 @@ def _documented_keys() -> set[str]:
                                config.ScatterOptions, config.RelayOptions, config.OwnerOptions,
                                config.FindOptions, config.HealthConfig, config.OutlierConfig,
                                config.AdminConfig, config.AuthConfig,
-                               config.RateLimitConfig)
+                               config.RateLimitConfig, config.TLSConfig)
             for f in dataclasses.fields(cls)} - {"key", "scatter", "relay", "owner", "find",
                                                  "keys"}
     keys |= {"urls", "secret_env", "secret_file", "secret_credential", "keys_file",
@@ -397,3 +397,18 @@ def test_a_shard_credential_is_read_and_kept_out_of_reprs(tmp_path, monkeypatch)
     assert "very-secret-token" not in repr(c)
     old = config.load(write(tmp_path, GOOD))
     assert config.changes(old, c) == ["shard credentials changed: s1"]
+
+
+def test_tls_paths_are_checked_at_load(tmp_path):
+    not_pem = tmp_path / "x.txt"
+    not_pem.write_text("hello")
+    text = GOOD + f'[tls]\ncert = "{not_pem}"\nmin_version = "1.0"\n'
+    with pytest.raises(config.ConfigError) as e:
+        config.load(write(tmp_path, text))
+    assert [(p.key, p.problem) for p in e.value.problems] == [
+        ("tls.min_version", 'must be "1.2" or "1.3", not \'1.0\''),
+        ("tls.cert", f"{not_pem} is not a PEM file"), ("tls.key", "is required")]
+    text = GOOD.replace('[upstream]', f'[upstream]\nclient_key = "{tmp_path}/none.pem"')
+    with pytest.raises(config.ConfigError) as e:
+        config.load(write(tmp_path, text))
+    assert e.value.key == "upstream.client_key" and "cannot read" in e.value.problem

@@ -138,8 +138,11 @@ def test_one_scrape_sums_every_workers_metrics_and_the_logs_are_json_without_sec
                 if f.startswith("gauge_live") and f"_{victim}." in f]  # it has live gauges
         os.kill(victim, signal.SIGKILL)
         wait('"event":"worker_restart"')
-        time.sleep(1.0)
+        deadline = time.monotonic() + 15  # it is started again after a short pause
+        while len(children(proc.pid) - {victim}) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert victim not in children(proc.pid) and len(children(proc.pid)) == 2
+        _ready(admin)
         files = os.listdir(metrics_dir)
         assert f"counter_{victim}.db" in files  # its counts stay in the sums ...
         assert not [f for f in files if f.startswith("gauge_live") and f"_{victim}." in f]
