@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Mapping
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 from . import ids
 from .config import Config, Route
@@ -53,6 +53,13 @@ class BadTarget(ClientError):
     """A request target twisted.web's server lets through and its client refuses."""
 
 
+class BadPath(ClientError):
+    """A path that means another path once decoded or normalised: it could
+    match a route it does not match as written, or climb a shard's tree."""
+
+    code = "bad_path"
+
+
 @dataclass(frozen=True)
 class Match:
     route: Route
@@ -73,6 +80,26 @@ def _decode_params(raw: dict[str, str]) -> dict[str, str]:
 
 # Control characters or non-ASCII bytes: HTTP allows neither in a target.
 _BAD_TARGET = re.compile(rb"[^\x21-\x7e]")
+_DOTS = frozenset({b".", b".."})
+_ENCODED_SEPARATOR = re.compile(rb"%(2[fF]|5[cC])")
+
+
+def path_problem(path: bytes) -> str | None:
+    """Why a request path is ambiguous (None: it is not): dot segments (also
+    percent-encoded), empty segments (``//``), an encoded or literal
+    separator inside a segment. Such a path is refused, never normalised:
+    the shard behind might normalise it differently."""
+    if not path.startswith(b"/"):
+        return "the path must start with '/'"
+    if b"\\" in path or _ENCODED_SEPARATOR.search(path):
+        return "the path has an encoded '/' or a '\\' inside a segment"
+    segments = path.split(b"/")[1:]
+    for i, segment in enumerate(segments):
+        if not segment and i < len(segments) - 1:
+            return "the path has an empty segment ('//')"
+        if unquote_to_bytes(segment) in _DOTS:
+            return "the path has a '.' or '..' segment"
+    return None
 
 
 class Router:
@@ -87,6 +114,9 @@ class Router:
         if _BAD_TARGET.search(uri):
             raise BadTarget("the request target has bytes HTTP does not allow there "
                             "(control characters, non-ASCII): percent-encode them")
+        problem = path_problem(uri.split(b"?", 1)[0])
+        if problem is not None:
+            raise BadPath(problem)
         return self.match(method.decode("ascii", "replace"),
                           uri.split(b"?", 1)[0].decode("latin-1"))
 

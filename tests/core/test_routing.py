@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+import tomllib
+
 import pytest
 
 from configs import GOOD, write
@@ -46,3 +48,24 @@ def test_a_trailing_newline_is_never_part_of_a_valid_token():
                                   "routes": [{"path": "/x", "mode": "scatter", "items": "item"}]}))
     with pytest.raises(NotFound):
         router.match("GET", "/x\n")
+
+
+@pytest.mark.parametrize("path", [
+    b"/v3/events/..", b"/v3/events/.", b"/v3/./events", b"/v3/%2e%2E/admin", b"/v3/%2E/events",
+    b"//v3/events", b"/v3//events", b"/v3/vendors/v1%2F..%2Fx/events",
+    b"/v3/vendors/v1%5cx/events", b"/v3/vendors/v1\\x/events", b"v3/events"])
+def test_paths_that_mean_another_path_are_refused_not_normalised(path):
+    from shardstream.core.routing import BadPath, path_problem
+
+    assert path_problem(path) is not None
+    router = Router(config.parse(tomllib.loads(GOOD), "<t>"))
+    with pytest.raises(BadPath):
+        router.match_request(b"GET", path + b"?x=1")
+
+
+@pytest.mark.parametrize("path", [b"/v3/events", b"/v3/events/", b"/v3/vendors/v.1/events",
+                                  b"/v3/vendors/%2E%2E%2E/events", b"/v3/vendors/a%20b/events"])
+def test_ordinary_paths_pass(path):
+    from shardstream.core.routing import path_problem
+
+    assert path_problem(path) is None

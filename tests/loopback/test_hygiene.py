@@ -104,6 +104,18 @@ class HygieneTests(GatewayTestCase):
             "for=203.0.113.7;proto=https, for=127.0.0.1;proto=https;host="))
 
 
+    @defer.inlineCallbacks
+    def test_encoded_slashes_dot_segments_and_doubled_slashes_reach_no_shard(self):
+        self.start()
+        for target in (b"/v3/vendors/v1%2F..%2F..%2Fadmin/events", b"/v3/vendors/%2e%2e/events",
+                       b"/v3//events", b"/v3/events/./", b"/v3/vendors/v1/../v2/events"):
+            client = yield self.raw(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n"
+                                    b"Connection: close\r\n\r\n")
+            status, body = self.answer(client)
+            self.assertEqual((status, body["error"]["code"]), (400, "bad_path"), target)
+        self.assertEqual(self.sims["s1"].requests, [])
+
+
 class _Chatty(Resource):
     """A shard that says what it runs on."""
 
