@@ -29,7 +29,7 @@ setup(
         # types (tests/test_layout.py), strictly in the core.
         "test": ["pytest>=8", "hypothesis>=6.100", "treq>=24.9", "mypy>=1.10",
                  "mypy-zope>=1.0", "pyyaml>=6.0",
-                 "trustme>=1.1"],
+                 "trustme>=1.1", "openapi-spec-validator>=0.7", "schemathesis>=4.0"],
     },
     entry_points={"console_scripts": ["shardstream-keys = shardstream.daemon.keys_cli:main"]},
     classifiers=[

@@ -103,6 +103,11 @@ def shard_sims(reactor: Any = None) -> list[ShardSim]:
 
 def demo_config(urls: list[str], listen: str) -> config_mod.Config:
     """The config of the demo gateway in front of shards at ``urls``."""
+    return config_mod.parse(demo_config_data(urls, listen), "<demo>")
+
+
+def demo_config_data(urls: list[str], listen: str) -> dict[str, Any]:
+    """The demo gateway's config as a TOML-shaped mapping (tests extend it)."""
     vendor_map = {
         v: name
         for i, (name, *_rest) in enumerate(SHARDS)
@@ -133,4 +138,4 @@ def demo_config(urls: list[str], listen: str) -> config_mod.Config:
         "shard_map": {"vendor_id": vendor_map},
         "health": {"path": "/healthz", "interval": 5.0, "timeout": 1.0},
     }
-    return config_mod.parse(data, "<demo>")
+    return data

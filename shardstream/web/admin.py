@@ -23,9 +23,10 @@ from ..observe.metrics import CONTENT_TYPE, metrics
 if TYPE_CHECKING:
     from .gateway import Gateway
 
-PATHS = frozenset({b"/livez", b"/readyz", b"/healthz", b"/metrics"})
-# What a load balancer may ask the partner-facing endpoint without a key.
-PUBLIC = frozenset({b"/livez", b"/readyz"})
+PATHS = frozenset({b"/livez", b"/readyz", b"/healthz", b"/metrics", b"/openapi.json"})
+# What may be asked of the partner-facing endpoint without a key: a load
+# balancer's checks, and the API's description.
+PUBLIC = frozenset({b"/livez", b"/readyz", b"/openapi.json"})
 
 
 def on_main(request: Any, config: Any, path: bytes | None = None,
@@ -49,6 +50,8 @@ def answer(request: Request, gateway: "Gateway", draining: bool) -> bytes | None
         request.setHeader(b"content-type", CONTENT_TYPE.encode())
         return metrics().exposition()
     request.setHeader(b"content-type", b"application/json")
+    if request.path == b"/openapi.json":
+        return gateway.openapi()
     if request.path == b"/livez":  # the reactor ran this: the process is alive
         return orjson.dumps({"status": "ok"})
     if request.path == b"/readyz":
@@ -77,5 +80,5 @@ class AdminResource(Resource):
         if request.path in PATHS:
             request.setHeader(b"allow", b"GET, HEAD")
             return error_body("method_not_allowed", "the admin endpoints answer GET and HEAD")
-        return error_body("not_found", "the admin endpoint serves /livez, /readyz, /healthz "
-                          "and /metrics")
+        return error_body("not_found", "the admin endpoint serves /livez, /readyz, /healthz, "
+                          "/metrics and /openapi.json")

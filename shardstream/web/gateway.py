@@ -3,9 +3,11 @@ one for new requests while in-flight ones keep the one they started with."""
 
 from __future__ import annotations
 
+import orjson
 from cachetools import TTLCache
 from twisted.internet.task import LoopingCall
 
+from ..core import openapi
 from ..core.config import Config, Route
 from ..core.routing import Router
 from ..upstream.balancer import Balancer
@@ -35,6 +37,7 @@ class Gateway:
                                else Limits(client.reactor, config.rate_limit))
         self._find_caches: dict[str, TTLCache[bytes, str]] = {}
         self._publish: LoopingCall | None = None
+        self._openapi: bytes | None = None
 
     def start(self) -> None:
         self.health.start()
@@ -46,6 +49,12 @@ class Gateway:
         self.health.stop()
         if self._publish is not None and self._publish.running:
             self._publish.stop()
+
+    def openapi(self) -> bytes:
+        """This config's OpenAPI document (made once per config)."""
+        if self._openapi is None:
+            self._openapi = orjson.dumps(openapi.document(self.config))
+        return self._openapi
 
     def find_cache(self, route: Route) -> "TTLCache[bytes, str]":
         """The owner cache of a find route (path -> shard), bounded in size and age."""
