@@ -108,6 +108,7 @@ class Supervisor(ConfiguredService):
                  address=" and ".join(shown), n=self.count, metrics_dir=self.metrics_dir,
                  event="startup")
         self.lifecycle.status(f"starting {self.count} workers on {self.listen}")
+        _warn_about_local_limits(self.config, self.count)
         if self.signals:
             self.reactor.callWhenRunning(self._install_signal_handlers)
 
@@ -268,6 +269,19 @@ class Supervisor(ConfiguredService):
             yield shared.close()
         if self.metrics_dir is not None:
             metrics_mod.remove_directory(self.metrics_dir)
+
+
+def _warn_about_local_limits(config: config_mod.Config, workers: int) -> None:
+    """Local buckets are per process: each worker allows a partner its whole rate."""
+    auth = config.auth
+    if auth is None or config.rate_limit.backend != "local":
+        return
+    limited = [p.name for p in auth.keys.partners if p.rate is not None or p.concurrency]
+    if limited:
+        log.warn("rate limits are local to each of the {n} workers: partners {partners} get "
+                 "their rate and concurrency once per worker; set [rate_limit] backend = "
+                 "\"redis\" for one limit across workers and hosts", n=workers,
+                 partners=", ".join(limited), event="local_limits")
 
 
 class _Shared:

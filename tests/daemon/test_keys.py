@@ -98,3 +98,20 @@ def test_the_command_is_installed():
     out = subprocess.run([str(Path(sys.executable).parent / "shardstream-keys"), "--help"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "add" in out.stdout and "revoke" in out.stdout
+
+
+def test_local_limits_with_workers_are_a_warning(tmp_path):
+    port = listen_port()
+    keys_cmd(tmp_path, "add", "--file", "keys.toml", "--partner", "acme", "--scope", "/a",
+             "--rate", "5")
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\nworkers = 2\n'
+                   f'[auth]\nkeys_file = "{tmp_path / "keys.toml"}"\n'
+                   f'[shards.s1]\nurls = ["http://127.0.0.1:{free_port()}"]\n'
+                   '[[routes]]\npath = "/a"\nmode = "scatter"\nitems = "data.item"\n')
+    proc = twistd(tmp_path, "--config", str(cfg))
+    try:
+        line = wait_for_line(proc, "rate limits are local")[-1]
+        assert "2 workers" in line and "acme" in line and 'backend = "redis"' in line
+    finally:
+        stop(proc)
