@@ -52,15 +52,21 @@ def test_bad_use_is_refused_with_a_message(tmp_path):
     assert out.returncode != 0 and "no partner 'nobody'" in out.stderr
 
 
+def _gateway_config(tmp_path: Path, port: int, server: str = "") -> Path:
+    """One scatter route /a over a dead shard, with [auth] on tmp_path/keys.toml."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\n{server}'
+                   f'[auth]\nkeys_file = "{tmp_path / "keys.toml"}"\n'
+                   f'[shards.s1]\nurls = ["http://127.0.0.1:{free_port()}"]\n'
+                   '[[routes]]\npath = "/a"\nmode = "scatter"\nitems = "data.item"\n')
+    return cfg
+
+
 def test_the_gateway_rereads_the_keys_file_on_sighup(tmp_path):
     port = listen_port()
     key = keys_cmd(tmp_path, "add", "--file", "keys.toml", "--partner", "acme",
                    "--scope", "/a").stdout.splitlines()[-1]
-    cfg = tmp_path / "gw.toml"
-    cfg.write_text(f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\n'
-                   f'[auth]\nkeys_file = "{tmp_path / "keys.toml"}"\n'
-                   f'[shards.s1]\nurls = ["http://127.0.0.1:{free_port()}"]\n'
-                   '[[routes]]\npath = "/a"\nmode = "scatter"\nitems = "data.item"\n')
+    cfg = _gateway_config(tmp_path, port)
     proc = twistd(tmp_path, "--config", str(cfg))
     try:
         lines = wait_for_line(proc, "listening on")
@@ -104,11 +110,7 @@ def test_local_limits_with_workers_are_a_warning(tmp_path):
     port = listen_port()
     keys_cmd(tmp_path, "add", "--file", "keys.toml", "--partner", "acme", "--scope", "/a",
              "--rate", "5")
-    cfg = tmp_path / "gw.toml"
-    cfg.write_text(f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\nworkers = 2\n'
-                   f'[auth]\nkeys_file = "{tmp_path / "keys.toml"}"\n'
-                   f'[shards.s1]\nurls = ["http://127.0.0.1:{free_port()}"]\n'
-                   '[[routes]]\npath = "/a"\nmode = "scatter"\nitems = "data.item"\n')
+    cfg = _gateway_config(tmp_path, port, "workers = 2\n")
     proc = twistd(tmp_path, "--config", str(cfg))
     try:
         line = wait_for_line(proc, "rate limits are local")[-1]
