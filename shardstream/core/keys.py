@@ -24,7 +24,7 @@ from .errors import Forbidden, Unauthorized
 
 KEY = re.compile(r"^ssk_([0-9a-f]{8})_[A-Za-z0-9_-]{43}\Z")
 HASH = re.compile(r"^sha256:[0-9a-f]{64}\Z")
-READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+READ_METHODS = frozenset({"GET", "HEAD"})
 ACCESS = ("read", "write", "all")
 _DUMMY = "sha256:" + "0" * 64
 
@@ -43,7 +43,7 @@ def hash_key(key: str) -> str:
 @dataclass(frozen=True)
 class Scope:
     path: str  # a route's path template, as in the config
-    access: str  # read (GET, HEAD, OPTIONS), write (the other methods), or all
+    access: str  # read (GET, HEAD), write (the other methods), or all
 
     def allows(self, path: str, method: str) -> bool:
         if path != self.path:

@@ -140,13 +140,15 @@ class GatewayService(ConfiguredService):
             return False
         old = self.gateway
         client = old.client
-        if new.upstream != old.config.upstream:
+        up = new.upstream
+        if up != old.config.upstream or up.ca_file or up.client_cert:  # certificates re-read
             client = UpstreamClient(self.reactor, new.upstream)
             # In-flight requests finish on the old pool; then its connections close.
             old.client.retire()
             self.retired.append(old.client)
         for key, before, after in (("server.listen", self.config.server.listen, new.server.listen),
-                                   ("admin.listen", self.config.admin.listen, new.admin.listen)):
+                                   ("admin.listen", self.config.admin.listen, new.admin.listen),
+                                   ("[tls]", self.config.tls, new.tls)):
             if before != after:
                 log.warn("reload: {key} changed; a restart is needed to apply it", key=key)
         gateway = Gateway(new, client, previous=old)
@@ -156,6 +158,7 @@ class GatewayService(ConfiguredService):
         if old.limits is not gateway.limits:
             old.limits.close()
         gateway.start()
+        _warn_if_open(new, self.address)
         changes = config_mod.changes(self.config, new)
         self.config = new
         self.generation += 1

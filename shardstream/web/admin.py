@@ -31,12 +31,17 @@ PUBLIC = frozenset({b"/livez", b"/readyz", b"/openapi.json"})
 
 def on_main(request: Any, config: Any, path: bytes | None = None,
             method: bytes | None = None) -> bool:
-    """Is this an admin request the main endpoint answers? All of them
-    without ``admin.listen``; with [auth], only /livez and /readyz (the
-    others are not partner routes: serve them on admin.listen)."""
+    """Is this an admin request the main endpoint answers? /openapi.json
+    always; the others all without ``admin.listen`` and [auth]; with [auth]
+    only /livez and /readyz (the others are not partner routes: serve them
+    on admin.listen); with ``admin.listen``, none of them."""
     path = (path if path is not None else request.path).partition(b"?")[0]
     method = method if method is not None else request.method
-    if config.admin.listen is not None or method not in (b"GET", b"HEAD"):
+    if method not in (b"GET", b"HEAD"):
+        return False
+    if path == b"/openapi.json":  # the API's description, for partners: always here too
+        return True
+    if config.admin.listen is not None:
         return False
     return path in (PUBLIC if config.auth is not None else PATHS)
 

@@ -7,9 +7,12 @@ never forwarded; neither are the headers the gateway must set itself.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any, Iterable, Sequence
 
 from twisted.web.http_headers import Headers
+
+from ..core.config import AuthConfig
 
 HOP_BY_HOP = frozenset(
     {
@@ -62,6 +65,8 @@ def end_to_end(headers: Headers, drop: Iterable[bytes] = ()) -> list[tuple[bytes
     ]
 
 
+DEFAULT_PARTNER_HEADER = AuthConfig.partner_header
+_HOST = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?\Z")
 # Rebuilt by the gateway from the real peer (kept only from trusted proxies).
 _FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
                          b"forwarded"})
@@ -74,8 +79,11 @@ def upstream_request_headers(request, scatter: bool) -> Headers:
     drop = (_REQUEST_OWN | _SCATTER_OWN if scatter else _REQUEST_OWN) | _FORWARDING
     gateway = getattr(request, "gateway", None)
     auth = gateway.config.auth if gateway is not None else None
+    # Only the gateway says who the partner is, with [auth] or without.
+    partner_header = (auth.partner_header if auth is not None else DEFAULT_PARTNER_HEADER)
+    drop = drop | {partner_header.lower().encode()}
     if auth is not None:
-        drop = drop | _CREDENTIALS | {auth.partner_header.lower().encode()}
+        drop = drop | _CREDENTIALS
         if auth.header:
             drop = drop | {auth.header.lower().encode()}
     out = Headers()
@@ -126,6 +134,8 @@ def _forwarding(request: Any, out: Headers, proxies: Sequence[str]) -> None:
     if keep:
         proto = (incoming.getRawHeaders(b"x-forwarded-proto", [proto])[-1]).strip() or proto
     host = request.getHeader(b"host")
+    if host is not None and not _HOST.match(host):
+        host = None  # not a host[:port]: never copied into a field a shard may parse
     if peer:
         prior = incoming.getRawHeaders(b"x-forwarded-for", []) if keep else []
         out.setRawHeaders(b"x-forwarded-for", [b", ".join(prior + [peer.encode()])])

@@ -124,6 +124,8 @@ class Relay:
         for name, values in end_to_end(response.headers, drop=(b"content-length", *hidden)):
             if any(values):  # the gzip decoder leaves an empty Content-Encoding behind
                 request.responseHeaders.setRawHeaders(name, values)
+        for name, value in getattr(request, "ratelimit", ()):  # the partner's, not the shard's
+            request.responseHeaders.setRawHeaders(name, [value])
         request_id = getattr(request, "request_id", None)
         if request_id:  # the gateway's, whatever the shard answered
             request.setHeader(b"x-request-id", request_id)

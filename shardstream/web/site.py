@@ -267,7 +267,8 @@ class _Channel(http.HTTPChannel):
 
     def dataReceived(self, data: bytes) -> None:
         timeout = self.site.header_timeout
-        if self._awaiting_head and self._header_timer is None and timeout:
+        if (self._awaiting_head and self._header_timer is None and timeout
+                and not getattr(self, "_handlingRequest", False)):
             from twisted.internet import reactor
 
             self._header_timer = reactor.callLater(timeout, self._headers_late)
@@ -302,9 +303,9 @@ class _Channel(http.HTTPChannel):
         self._header_timer = None
         super().allHeadersReceived()
 
-    def allContentReceived(self) -> None:
-        super().allContentReceived()
+    def requestDone(self, request: Any) -> None:
         self._awaiting_head = True  # the next request's head, when its bytes come
+        super().requestDone(request)
 
     def _headers_late(self) -> None:
         """A client that sends its request head too slowly (slowloris) is closed."""

@@ -57,6 +57,8 @@ class AuthTests(GatewayTestCase):
         self.assertEqual([q["method"] for q in self.sims["s1"].requests], ["GET"])
         r = yield self.fetch(base + "/no/such/route", headers=auth)
         self.assertEqual(r.code, 404)
+        r = yield self.fetch(base + "/v3/vendors/v1/events", method="OPTIONS", headers=auth)
+        self.assertEqual(r.code, 403)  # read is GET and HEAD only
 
     @defer.inlineCallbacks
     def test_credentials_stay_at_the_gateway_and_the_shard_learns_the_partner(self):
@@ -82,6 +84,8 @@ class AuthTests(GatewayTestCase):
         for path in ("/livez", "/readyz"):
             r = yield self.fetch(base + path)
             self.assertEqual(r.code, 200, path)
+        r = yield self.fetch(base + "/openapi.json")  # the API's description: public
+        self.assertEqual((r.code, r.json()["openapi"]), (200, "3.1.0"))
         for path in ("/metrics", "/healthz"):  # on admin.listen only, with [auth]
             r = yield self.fetch(base + path)
             self.assertEqual(r.code, 401, path)

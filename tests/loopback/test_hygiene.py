@@ -92,6 +92,29 @@ class HygieneTests(GatewayTestCase):
         self.assertNotIn("x-secret", seen)  # named in Connection: hop-by-hop
 
     @defer.inlineCallbacks
+    def test_a_host_field_cannot_forge_a_forwarded_element_or_a_partner(self):
+        base = self.start()
+        yield self.fetch(base + "/v3/vendors/v1/events", headers={
+            "Host": 'a", for=6.6.6.6;host="x', "X-Shardstream-Partner": "bigpartner"})
+        seen = self.sims["s1"].requests[-1]["headers"]
+        self.assertEqual(seen["forwarded"], ["for=127.0.0.1;proto=http"])
+        self.assertNotIn("x-forwarded-host", seen)
+        self.assertNotIn("x-shardstream-partner", seen)  # only the gateway says who asks
+
+    @defer.inlineCallbacks
+    def test_a_slow_answer_on_a_keep_alive_connection_is_not_a_slow_head(self):
+        self.shard("slow", items("slow", 2, vendor_id="v1"), delay=0.6)
+        self.gateway(routes=ROUTES, shard_map={"vendor_id": {"v1": "slow"}},
+                     shards={"slow": self.urls["slow"]}, server={"header_timeout": 0.2})
+        request = b"GET /v3/vendors/v1/events HTTP/1.1\r\nHost: x\r\n\r\n"
+        client = yield self.raw(request + request[:10], wait_close=False)  # the next one early
+        yield task.deferLater(reactor, 0.1, client.transport.write, request[10:])
+        yield self.wait_for(lambda: client.received.count(b"HTTP/1.1 200") == 2, timeout=5,
+                            what="both answers")
+        self.assertNotIn(b"408", bytes(client.received))
+        client.transport.loseConnection()
+
+    @defer.inlineCallbacks
     def test_a_trusted_proxys_forwarding_fields_are_kept_and_extended(self):
         base = self.start(trusted_proxies=["127.0.0.0/8"])
         yield self.fetch(base + "/v3/vendors/v1/events", headers={

@@ -68,3 +68,35 @@ class LimitTests(GatewayTestCase):
         r = yield self.fetch(base + "/v3/events", headers=auth)
         self.assertEqual(r.code, 200)
         self.assertIsNone(r.headers.getRawHeaders(b"ratelimit"))
+
+
+class RelayedLimitTests(GatewayTestCase):
+    @defer.inlineCallbacks
+    def test_a_shards_own_ratelimit_fields_never_replace_the_partners(self):
+        from twisted.internet import reactor
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        class Shard(Resource):
+            isLeaf = True
+
+            def render_GET(self, request):
+                request.setHeader(b"ratelimit", b'"shard";r=999;t=0')
+                request.setHeader(b"content-type", b"application/json")
+                return b"{}"
+
+        port = reactor.listenTCP(0, Site(Shard()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        key_id, key = keys.new_key()
+        path = os.path.join(tempfile.mkdtemp(), "keys.toml")
+        with open(path, "wb") as f:
+            tomli_w.dump({"partners": {"acme": {"scopes": ["/v/{vendor_id}"], "rate": 1,
+                                                "burst": 3, "keys": [
+                {"id": key_id, "hash": keys.hash_key(key)}]}}}, f)
+        base = self.gateway(routes=[{"path": "/v/{vendor_id}", "mode": "route",
+                                     "shard_key": "vendor_id"}],
+                            shards={"s1": f"http://127.0.0.1:{port.getHost().port}"},
+                            shard_map={"vendor_id": {"v1": "s1"}}, auth={"keys_file": path})
+        r = yield self.fetch(base + "/v/v1", headers={"Authorization": f"Bearer {key}"})
+        self.assertEqual(r.code, 200)
+        self.assertEqual(r.headers.getRawHeaders(b"ratelimit"), [b'"default";r=2;t=1'])
