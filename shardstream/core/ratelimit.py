@@ -75,26 +75,56 @@ def decided(limit: Limit, now: float, tat: float) -> Decision:
     return Decision(True, limit, remaining, tat - now, 0.0)
 
 
-# The same algorithm in Redis, in microseconds of Redis's own clock: KEYS[1] is
-# the partner's bucket; ARGV the emission interval and the burst. Returns
-# {allowed, remaining, reset_us, retry_us}. The key expires once the bucket is full.
+# The same algorithm in Redis, in microseconds of Redis's own clock, with the
+# partner's list streams in flight beside it (a sorted set: one member per
+# stream, scored by when it expires, so a crashed gateway's streams age out),
+# all in one script and one round trip. KEYS: the bucket, the streams.
+# ARGV: the emission interval (0: no rate limit), the burst, the most streams
+# (0: no cap), this stream's id, its time to live. Returns {allowed,
+# remaining, reset_us, retry_us, stream}: stream 1 a slot is held, 0 the
+# streams are full (no token was taken), -1 not counted.
 REDIS_SCRIPT = """
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tolerance = interval * (burst - 1)
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-if tat - now > tolerance then
-  return {0, 0, tat - now, tat - now - tolerance}
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local most = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[5])
+if most > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if redis.call('ZCARD', KEYS[2]) >= most then
+    return {1, -1, 0, 0, 0}
+  end
 end
-local new = tat + interval
-redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.ceil((new - now) / 1000) + 1000)
-return {1, math.floor(burst - (new - now) / interval), new - now, 0}
+local remaining, reset = -1, 0
+if interval > 0 then
+  local tolerance = interval * (burst - 1)
+  local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+  if tat < now then tat = now end
+  if tat - now > tolerance then
+    return {0, 0, tat - now, tat - now - tolerance, -1}
+  end
+  local new = tat + interval
+  redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX',
+             math.ceil((new - now) / 1000) + 1000)
+  remaining, reset = math.floor(burst - (new - now) / interval), new - now
+end
+if most > 0 then
+  redis.call('ZADD', KEYS[2], now + ttl, ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], math.ceil(ttl / 1000) + 1000)
+  return {1, remaining, reset, 0, 1}
+end
+return {1, remaining, reset, 0, -1}
 """
 
+HELD, FULL = "held", "full"  # a list stream's slot: taken, or none left
 
-def from_redis(limit: Limit, reply: list[int]) -> Decision:
-    allowed, remaining, reset_us, retry_us = (int(v) for v in reply)
-    return Decision(bool(allowed), limit, max(0, remaining), reset_us / 1e6, retry_us / 1e6)
+
+def from_redis(limit: Limit | None, reply: list[int]) -> tuple[Decision | None, str | None]:
+    """The script's reply: the rate decision (None: no rate limit) and the
+    stream slot (HELD, FULL, or None: not counted)."""
+    allowed, remaining, reset_us, retry_us, stream = (int(v) for v in reply)
+    slot = HELD if stream == 1 else FULL if stream == 0 else None
+    if limit is None or remaining == -1 and allowed:
+        return None, slot
+    return Decision(bool(allowed), limit, max(0, remaining), reset_us / 1e6, retry_us / 1e6), slot

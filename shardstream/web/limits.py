@@ -9,14 +9,18 @@ Redis unreachable, ``on_redis_down`` decides (``open``: the request passes,
 unlimited; ``closed``: 503). The change of state is logged once each way and
 shown as a metric; txredisapi reconnects by itself.
 
-Concurrency limits count a partner's list streams in flight in this process;
-the count is released when the request's record ends, however it ends.
+Concurrency limits count a partner's list streams in flight: in the
+process with ``local``, in Redis with ``redis`` (one sorted set per partner,
+checked in the same script as the rate); a stream's slot is released when
+its request's record ends, however it ends.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import secrets
+from dataclasses import dataclass
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from twisted.internet import defer
@@ -31,6 +35,20 @@ from ..observe.metrics import metrics
 log = Logger(namespace="shardstream")
 
 DOWN = "down"  # a check's answer when Redis could not be asked
+# A list stream's slot in Redis expires after this long, in case its gateway
+# died holding it; a stream that lasts longer stops counting then.
+STREAM_TTL = 3600.0
+
+
+@dataclass(frozen=True)
+class Check:
+    """What a limit check found: the rate decision (None: no rate limit;
+    DOWN: Redis did not answer), and a list stream's slot (HELD, with the
+    callable that gives it back; FULL; or None: not counted)."""
+
+    decision: ratelimit.Decision | str | None
+    slot: str | None = None
+    release: Callable[[], None] | None = None
 
 
 class Limits:
@@ -52,31 +70,67 @@ class Limits:
                 reconnect=True, connectTimeout=max(config.timeout, 0.5),
                 replyTimeout=max(config.timeout * 4, 0.5))
 
-    def take(self, partner: Partner) -> "defer.Deferred[ratelimit.Decision | str | None]":
-        """One request of ``partner``: a decision, DOWN, or None (no rate limit)."""
+    def take(self, partner: Partner, stream: bool) -> "defer.Deferred[Check]":
+        """One request of ``partner`` (``stream``: a list stream, which its
+        concurrency counts): the rate decision and the stream's slot."""
         limit = ratelimit.limit_of(partner.rate, partner.burst)
-        if limit is None:
-            return defer.succeed(None)
+        most = partner.concurrency if stream else None
         if self.redis is None:
-            decision, self.tats[partner.name] = ratelimit.take(
-                self.tats.get(partner.name, 0.0), self.reactor.seconds(), limit)
-            return defer.succeed(decision)
-        d = self.redis.eval(ratelimit.REDIS_SCRIPT, keys=[f"shardstream:rl:{partner.name}"],
-                            args=[int(limit.interval * 1e6), limit.burst])
+            return defer.succeed(self._take_local(partner, limit, most))
+        stream_id = secrets.token_hex(8)
+        d = self.redis.eval(
+            ratelimit.REDIS_SCRIPT,
+            keys=[f"shardstream:rl:{partner.name}", f"shardstream:streams:{partner.name}"],
+            args=[int(limit.interval * 1e6) if limit else 0, limit.burst if limit else 0,
+                  most or 0, stream_id, int(STREAM_TTL * 1e6)])
         d.addTimeout(self.config.timeout, self.reactor)
-        d.addCallbacks(lambda reply: self._redis_answered(limit, reply), self._redis_failed)
+        d.addCallbacks(lambda reply: self._redis_answered(partner, limit, stream_id, reply),
+                       self._redis_failed)
         return d
 
-    def _redis_answered(self, limit: ratelimit.Limit, reply: Any) -> ratelimit.Decision:
+    def _take_local(self, partner: Partner, limit: ratelimit.Limit | None,
+                    most: int | None) -> Check:
+        name = partner.name
+        if most is not None and self.streams.get(name, 0) >= most:
+            return Check(None, ratelimit.FULL)  # no token taken for a request refused anyway
+        decision = None
+        if limit is not None:
+            decision, self.tats[name] = ratelimit.take(self.tats.get(name, 0.0),
+                                                       self.reactor.seconds(), limit)
+            if not decision.allowed:
+                return Check(decision, None)
+        if most is None:
+            return Check(decision, None)
+        self.streams[name] = self.streams.get(name, 0) + 1
+        return Check(decision, ratelimit.HELD, lambda: self._leave_local(name))
+
+    def _leave_local(self, name: str) -> None:
+        n = self.streams.get(name, 0) - 1
+        if n > 0:
+            self.streams[name] = n
+        else:
+            self.streams.pop(name, None)
+
+    def _redis_answered(self, partner: Partner, limit: ratelimit.Limit | None, stream_id: str,
+                        reply: Any) -> Check:
         if self.redis_up is not True:
             if self.redis_up is False:
                 log.info("rate limits: Redis at {url} answers again", url=self.config.redis_url,
                          event="redis_up")
             self.redis_up = True
             metrics().redis_up.set(1)
-        return ratelimit.from_redis(limit, reply)
+        decision, slot = ratelimit.from_redis(limit, reply)
+        release = None
+        if slot == ratelimit.HELD:
+            key = f"shardstream:streams:{partner.name}"
+            release = lambda: self._release_redis(key, stream_id)  # noqa: E731
+        return Check(decision, slot, release)
 
-    def _redis_failed(self, failure: Any) -> str:
+    def _release_redis(self, key: str, stream_id: str) -> None:
+        d = self.redis.zrem(key, stream_id)
+        d.addErrback(lambda f: None)  # Redis gone: the member expires by itself (STREAM_TTL)
+
+    def _redis_failed(self, failure: Any) -> Check:
         if self.redis_up is not False:
             log.warn("rate limits: Redis at {url} does not answer ({error}); requests are "
                      "{policy} until it does", url=self.config.redis_url,
@@ -85,22 +139,7 @@ class Limits:
                      else "refused with 503", event="redis_down")
             self.redis_up = False
             metrics().redis_up.set(0)
-        return DOWN
-
-    def enter(self, partner: Partner) -> bool:
-        """A list stream of ``partner`` starts, if its concurrency allows."""
-        n = self.streams.get(partner.name, 0)
-        if partner.concurrency is not None and n >= partner.concurrency:
-            return False
-        self.streams[partner.name] = n + 1
-        return True
-
-    def leave(self, partner: Partner) -> None:
-        n = self.streams.get(partner.name, 0) - 1
-        if n > 0:
-            self.streams[partner.name] = n
-        else:
-            self.streams.pop(partner.name, None)
+        return Check(DOWN, None)
 
     def close(self) -> Any:
         if self.redis is not None:
@@ -114,17 +153,21 @@ def limited(partner: Partner) -> bool:
     return partner.rate is not None or partner.concurrency is not None
 
 
-def apply(request: Any, gateway: Any, match: Any, partner: Partner, decision: Any) -> None:
-    """Carry out a check's decision: the RateLimit fields on the answer, or
-    the answer itself (raised as a ClientError); a list stream's slot."""
+def apply(request: Any, gateway: Any, partner: Partner, check: Check) -> None:
+    """Carry out a check: the RateLimit fields on the answer, or the answer
+    itself (raised as a ClientError); a list stream's slot, released when the
+    request's record ends however it ends."""
     m = metrics()
+    decision = check.decision
     if decision == DOWN:
         if gateway.limits.config.on_redis_down == "closed":
             m.limited.labels("redis_down").inc()
             raise RateLimitUnavailable("the rate limits cannot be checked now; try again",
                                        retry_after=1)
         m.unlimited.inc()
-    elif decision is not None:
+        return
+    if decision is not None:
+        assert isinstance(decision, ratelimit.Decision)
         request.ratelimit = decision.headers()
         for name, value in request.ratelimit:
             request.setHeader(name, value)
@@ -134,10 +177,9 @@ def apply(request: Any, gateway: Any, match: Any, partner: Partner, decision: An
             raise RateLimited(f"partner {partner.name} is over its rate limit "
                               f"({decision.limit.rate:g}/s, burst {decision.limit.burst})",
                               retry_after=seconds)
-    if match.route.mode == "scatter" and partner.concurrency is not None:
-        limits = gateway.limits
-        if not limits.enter(partner):
-            m.limited.labels("concurrency").inc()
-            raise RateLimited(f"partner {partner.name} has {partner.concurrency} list streams "
-                              "in flight, its limit", retry_after=1, code="concurrency_limited")
-        request.record.on_end.append(lambda: limits.leave(partner))
+    if check.slot == ratelimit.FULL:
+        m.limited.labels("concurrency").inc()
+        raise RateLimited(f"partner {partner.name} has {partner.concurrency} list streams "
+                          "in flight, its limit", retry_after=1, code="concurrency_limited")
+    if check.release is not None:
+        request.record.on_end.append(check.release)

@@ -67,16 +67,18 @@ class GatewayResource(Resource):
         if partner is None or not limits_mod.limited(partner):
             self._dispatch(request, gateway, match)
             return
-        d = gateway.limits.take(partner)
-        d.addCallback(lambda decision: self._guarded(request, self._decided, request, gateway,
-                                                     match, partner, decision))
+        d = gateway.limits.take(partner, stream=match.route.mode == "scatter")
+        d.addCallback(lambda check: self._guarded(request, self._decided, request, gateway,
+                                                  match, partner, check))
         d.addErrback(lambda f: log.failure("internal error in a rate-limit check", f))
 
     def _decided(self, request: Any, gateway: Gateway, match: Match, partner: Partner,
-                 decision: Any) -> None:
+                 check: limits_mod.Check) -> None:
         if request.finished or request._disconnected:
-            return  # the client left while its limit was checked
-        limits_mod.apply(request, gateway, match, partner, decision)
+            if check.release is not None:
+                check.release()  # the client left while its limit was checked
+            return
+        limits_mod.apply(request, gateway, partner, check)
         self._dispatch(request, gateway, match)
 
     def _dispatch(self, request: Any, gateway: Gateway, match: Match) -> None:

@@ -44,6 +44,10 @@ def test_no_window_ever_lets_more_than_the_burst_plus_the_rate(rate, burst, time
             assert j - i + 1 <= burst + span * rate + 1e-6
 
 
-def test_a_redis_reply_becomes_the_same_decision():
-    d = ratelimit.from_redis(Limit(1, 5), [0, 0, 3_000_000, 1_500_000])
-    assert (d.allowed, d.remaining, d.reset, d.retry_after) == (False, 0, 3.0, 1.5)
+def test_a_redis_reply_becomes_the_same_decision_and_slot():
+    d, slot = ratelimit.from_redis(Limit(1, 5), [0, 0, 3_000_000, 1_500_000, -1])
+    assert (d.allowed, d.remaining, d.reset, d.retry_after, slot) == (False, 0, 3.0, 1.5, None)
+    d, slot = ratelimit.from_redis(Limit(1, 5), [1, 4, 1_000_000, 0, 1])
+    assert (d.allowed, d.remaining, slot) == (True, 4, ratelimit.HELD)
+    assert ratelimit.from_redis(Limit(1, 5), [1, -1, 0, 0, 0]) == (None, ratelimit.FULL)
+    assert ratelimit.from_redis(None, [1, -1, 0, 0, 1]) == (None, ratelimit.HELD)

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from processes import get, redis_server, stop, twistd, wait_for_line
+import signal
+import sys
+
+from processes import env, get, redis_server, stop, twistd, wait_for_line
 from support import free_port, listen_port, metric_samples
 
 pytestmark = pytest.mark.skipif(not shutil.which("redis-server"),
@@ -43,6 +46,7 @@ def _gateway(tmp_path: Path, name: str, redis: int, down: str = "open",
         '[[routes]]\npath = "/a"\nmode = "scatter"\nitems = "data.item"\n')
     proc = twistd(tmp_path, "--config", str(cfg))
     wait_for_line(proc, "listening on")
+    assert get(f"http://127.0.0.1:{port}/openapi.json")[0] == 200  # the reactor runs: SIGHUP is heard
     return port, proc
 
 
@@ -109,3 +113,63 @@ def test_closed_refuses_with_503_while_redis_is_down(tmp_path):
     finally:
         code, out = stop(proc)
     assert code == 0, out
+
+
+def test_list_streams_are_capped_across_gateways_through_redis(tmp_path):
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # half a list, a pause, the rest
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"data": [{"id": 1},')
+            self.wfile.flush()
+            time.sleep(1.5)
+            self.wfile.write(b' {"id": 2}]}')
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    shard = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=shard.serve_forever, daemon=True).start()
+    redis_port = free_port()
+    redis = redis_server(tmp_path, redis_port)
+    out = subprocess.run([sys.executable, "-m", "shardstream.daemon.keys_cli", "add", "--file",
+                          str(tmp_path / "keys.toml"), "--partner", "acme", "--scope", "/a",
+                          "--concurrency", "1"], env=env(), capture_output=True, text=True,
+                         timeout=60)
+    key = out.stdout.splitlines()[-1]
+    gateways = []
+    for name in ("a", "b"):
+        gateways.append(_gateway(tmp_path, name, redis_port))
+    try:
+        (a, _), (b, _) = gateways
+        # point both at the slow shard (the config's own shard is a dead one)
+        for name, (port, proc) in zip("ab", gateways):
+            cfg = tmp_path / f"{name}.toml"
+            text = cfg.read_text()
+            dead = text.split('[shards.s1]\nurls = ["')[1].split('"')[0]
+            cfg.write_text(text.replace(dead, f"http://127.0.0.1:{shard.server_address[1]}"))
+            proc.send_signal(signal.SIGHUP)
+            wait_for_line(proc, "reloaded")
+        streaming = socket.create_connection(("127.0.0.1", a), timeout=10)
+        streaming.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                          + key.encode() + b"\r\n\r\n")
+        assert b"200" in streaming.recv(100)  # a list stream in flight on gateway a ...
+        status, headers = _ask(b, key)
+        assert status == 429  # ... counts on gateway b too
+        streaming.close()  # the client leaves: its slot goes back, through Redis
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and status == 429:
+            time.sleep(0.2)
+            status, _ = _ask(b, key)
+        assert status == 200
+    finally:
+        for port, proc in gateways:
+            stop(proc)
+        redis.terminate()
+        redis.wait(timeout=10)
+        shard.shutdown()
