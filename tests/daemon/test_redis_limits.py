@@ -4,14 +4,13 @@ Redis stopped and started again under them."""
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-
-import signal
-import sys
 
 from processes import env, get, redis_server, stop, twistd, wait_for_line
 from support import free_port, listen_port, metric_samples
@@ -19,15 +18,11 @@ from support import free_port, listen_port, metric_samples
 pytestmark = pytest.mark.skipif(not shutil.which("redis-server"),
                                 reason="redis-server (Debian package redis-server) is missing")
 
-def _key(tmp_path: Path, rate: float, burst: int) -> str:
-    import sys
-
-    from processes import env
-
+def _key(tmp_path: Path, *limits: str) -> str:
+    """A key of partner acme for route /a, with ``limits`` (shardstream-keys options)."""
     out = subprocess.run([sys.executable, "-m", "shardstream.daemon.keys_cli", "add", "--file",
                           str(tmp_path / "keys.toml"), "--partner", "acme", "--scope", "/a",
-                          "--rate", str(rate), "--burst", str(burst)],
-                         env=env(), capture_output=True, text=True, timeout=60)
+                          *limits], env=env(), capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout.splitlines()[-1]
 
@@ -65,7 +60,7 @@ def _ask(port: int, key: str) -> tuple[int, dict]:
 def test_two_gateways_share_one_bucket_and_survive_redis_going_away(tmp_path):
     redis_port = free_port()
     redis = redis_server(tmp_path, redis_port)
-    key = _key(tmp_path, rate=1, burst=5)
+    key = _key(tmp_path, "--rate", "1", "--burst", "5")
     admin = listen_port()
     (a, pa), (b, pb) = (_gateway(tmp_path, "a", redis_port, admin=admin),
                         _gateway(tmp_path, "b", redis_port))
@@ -105,7 +100,7 @@ def test_two_gateways_share_one_bucket_and_survive_redis_going_away(tmp_path):
 
 
 def test_closed_refuses_with_503_while_redis_is_down(tmp_path):
-    key = _key(tmp_path, rate=100, burst=100)
+    key = _key(tmp_path, "--rate", "100", "--burst", "100")
     port, proc = _gateway(tmp_path, "c", free_port(), down="closed")  # no Redis there
     try:
         status, headers = _ask(port, key)
@@ -137,11 +132,7 @@ def test_list_streams_are_capped_across_gateways_through_redis(tmp_path):
     threading.Thread(target=shard.serve_forever, daemon=True).start()
     redis_port = free_port()
     redis = redis_server(tmp_path, redis_port)
-    out = subprocess.run([sys.executable, "-m", "shardstream.daemon.keys_cli", "add", "--file",
-                          str(tmp_path / "keys.toml"), "--partner", "acme", "--scope", "/a",
-                          "--concurrency", "1"], env=env(), capture_output=True, text=True,
-                         timeout=60)
-    key = out.stdout.splitlines()[-1]
+    key = _key(tmp_path, "--concurrency", "1")
     gateways = []
     for name in ("a", "b"):
         gateways.append(_gateway(tmp_path, name, redis_port))
@@ -159,7 +150,7 @@ def test_list_streams_are_capped_across_gateways_through_redis(tmp_path):
         streaming.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
                           + key.encode() + b"\r\n\r\n")
         assert b"200" in streaming.recv(100)  # a list stream in flight on gateway a ...
-        status, headers = _ask(b, key)
+        status, _ = _ask(b, key)
         assert status == 429  # ... counts on gateway b too
         streaming.close()  # the client leaves: its slot goes back, through Redis
         deadline = time.monotonic() + 10
