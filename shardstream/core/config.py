@@ -19,9 +19,12 @@ from types import MappingProxyType
 from typing import Any, Callable, Collection, Iterable, Mapping, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
+from .directory import BadEntry, OwnerTable, parse_owner
 from .paths import DottedPath, PathTemplate
 
-MODES = ("scatter", "route", "find")
+MODES = ("scatter", "route", "find", "any")
+FALLBACK_MODES = ("404", "any", "find")
+UNKNOWN_KEY = ("404", "find")  # a read for a key no directory entry names
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 SHARD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 # A systemd credential is a file name in $CREDENTIALS_DIRECTORY: no '/', not "." or "..".
@@ -168,6 +171,8 @@ class Shard:
     # (header, value) sent on every request to this shard ([shards.NAME.credentials]);
     # never logged, never shown.
     credential: tuple[str, bytes] | None = field(default=None, repr=False)
+    accepts_new: bool = True  # open for new tenants placed by hashing
+    weight: float = 1.0  # its share of new tenants, relative to the others
 
 
 
@@ -185,6 +190,11 @@ class ScatterOptions:
     default_limit: int | None = None
     total: str | None = None  # ijson prefix of a shard's total count, e.g. "meta.total"
     partial: bool = True  # False: a shard failure fails the whole response (?partial=)
+    # A query (or path) parameter naming shard keys: only their owners are asked.
+    target_param: str | None = None
+    # The item field naming its tenant: items of a tenant the directory puts
+    # on another shard are dropped from this shard's stream (tenant moves).
+    owner_field: DottedPath | None = None
 
     def sort_path(self, name: str) -> DottedPath | None:
         for path in self.sort:
@@ -209,6 +219,15 @@ class OwnerOptions:
     global_id: str | None = None  # a path parameter holding a global id
     shard_key: str | None = None  # a path parameter looked up in [shard_map.<name>]
     shard_key_body: DottedPath | None = None  # a field of the JSON body
+    # A write for a key no shard owns: "reject", "hash" or "shard:NAME".
+    placement: str = "reject"
+
+    @property
+    def kind(self) -> str | None:
+        """The directory key kind this route looks its owner up in."""
+        if self.shard_key is not None:
+            return self.shard_key
+        return self.shard_key_body.text if self.shard_key_body is not None else None
 
 
 @dataclass(frozen=True)
@@ -217,6 +236,31 @@ class FindOptions:
 
     cache_size: int = 10000
     cache_ttl: float = 300.0
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    """The owners of one key kind: inline (``[shard_map.KIND]``), a file, or a
+    Redis hash (``[directory.KIND]``)."""
+
+    kind: str
+    table: OwnerTable | None = None  # inline entries
+    file: str | None = None
+    redis_url: str | None = None
+    redis_key: str = ""  # the hash; default "shardstream:KIND"
+    cache_ttl: float = 1.0  # Redis lookups remembered this long
+    timeout: float = 0.25  # one Redis round trip, at most
+    unknown: str = "404"  # a read for a key no entry names: "404" or "find"
+    retry_after: int = 2  # a write for a tenant being moved: 503 with this Retry-After
+    find_cache_size: int = 100000  # owners found by asking every shard ("find")
+    find_cache_ttl: float = 300.0
+
+
+@dataclass(frozen=True)
+class FallbackConfig:
+    """A path no route names."""
+
+    mode: str = "404"
 
 
 @dataclass(frozen=True)
@@ -256,9 +300,10 @@ class Config:
     auth: AuthConfig | None = None
     rate_limit: RateLimitConfig = RateLimitConfig()
     tls: TLSConfig | None = None
-    shard_map: Mapping[str, Mapping[str, str]] = field(
+    directory: Mapping[str, DirectoryConfig] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    fallback: Route | None = None  # [fallback]: the route of a path no route names
     # HMAC key for list cursors; None: a random one per process (see [cursor]).
     cursor_secret: bytes | None = field(default=None, repr=False)
 
@@ -266,6 +311,10 @@ class Config:
         if route is not None and route.relay is not None and route.relay.max_body is not None:
             return route.relay.max_body
         return self.server.max_body
+
+    @property
+    def shard_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.shards)
 
     def shard(self, name: str) -> Shard:
         for shard in self.shards:
@@ -442,9 +491,12 @@ def parse(data: dict[str, Any], source: str = "<config>",
     upstream = _check(lambda: _upstream(top.table("upstream", lenient=True)), UpstreamConfig())
     shards: tuple[Shard, ...] = _check(lambda: _shards(top.table("shards", required=True)), ())
     shard_names = _declared(top, "shards") or None  # none: [shards] itself is the problem
-    shard_map: Mapping[str, Mapping[str, str]] = _check(
-        lambda: _shard_map(top.table("shard_map"), shard_names), MappingProxyType({}))
-    routes: tuple[Route, ...] = _check(lambda: _routes(top, _declared(top, "shard_map")), ())
+    directory: Mapping[str, DirectoryConfig] = _check(
+        lambda: _directories(top, shard_names), MappingProxyType({}))
+    kinds = _kinds(top)
+    routes: tuple[Route, ...] = _check(lambda: _routes(top, kinds, shard_names), ())
+    fallback = _check(lambda: _fallback(top.table("fallback")), None)
+    _check(lambda: _placements(top, shards, routes), None)
     secret = _check(lambda: _cursor(top.table("cursor", lenient=True)), None)
     health = _check(lambda: _health(top.table("health", lenient=True)), HealthConfig())
     outlier = _check(lambda: _outlier(top.table("outlier", lenient=True)), OutlierConfig())
@@ -458,9 +510,17 @@ def parse(data: dict[str, Any], source: str = "<config>",
     _check(top.done, None)
     if problems:
         raise ConfigError.combine(problems)
-    return Config(source, server, upstream, shards, routes, shard_map=shard_map,
-                  cursor_secret=secret, health=health, outlier=outlier, admin=admin, auth=auth,
-                  rate_limit=rate_limit, tls=tls)
+    return Config(source, server, upstream, shards, routes, directory=directory,
+                  fallback=fallback, cursor_secret=secret, health=health, outlier=outlier,
+                  admin=admin, auth=auth, rate_limit=rate_limit, tls=tls)
+
+
+def _kinds(top: _Table) -> set[str] | None:
+    """The key kinds some table declares owners of (None: unknown, not checked)."""
+    inline, tables = _declared(top, "shard_map"), _declared(top, "directory")
+    if inline is None or tables is None:
+        return None
+    return inline | tables
 
 
 def _declared(top: _Table, name: str) -> set[str] | None:
@@ -760,8 +820,11 @@ def _shard(shards: _Table, name: str) -> Shard:
         else:
             urls.append(url.rstrip("/"))
     credential = _credential(t.table("credentials")) if "credentials" in t.data else None
+    accepts_new = t.boolean("accepts_new", True)
+    weight = t.number("weight", 1.0)
     t.done()
-    return Shard(name=name, urls=tuple(urls), credential=credential)
+    return Shard(name=name, urls=tuple(urls), credential=credential, accepts_new=accepts_new,
+                 weight=weight)
 
 
 _VALUE_KEYS = ("value_env", "value_file", "value_credential")
@@ -811,37 +874,112 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
-def _shard_map(t: _Table, shard_names: Collection[str] | None
-               ) -> Mapping[str, Mapping[str, str]]:
-    """``shard_names``: the shards declared (None: unknown, not checked)."""
-    tables = {name: _check(partial(t.table, name), None) for name in t.data}
-    out = {}
-    for name, mt in tables.items():
+def _directories(top: _Table, shard_names: Collection[str] | None
+                 ) -> Mapping[str, DirectoryConfig]:
+    """``[shard_map.KIND]`` (inline) and ``[directory.KIND]`` (a file or Redis);
+    ``shard_names``: the shards declared (None: unknown, not checked)."""
+    out: dict[str, DirectoryConfig] = {}
+    inline = top.table("shard_map")
+    for kind in inline.data:
+        mt = _check(partial(inline.table, kind), None)
         if mt is None:
             continue
-        for value, shard in mt.data.items():
-            if not isinstance(shard, str):
-                mt.note(value, f"must name a shard (a string), not {_kind(shard)}")
-            elif shard_names is not None and shard not in shard_names:
-                mt.note(value, f"names shard {shard!r}, which is not in [shards]")
-        out[name] = MappingProxyType(dict(mt.data))
+        entries = []
+        for value, owner in mt.data.items():
+            if not isinstance(owner, str):
+                mt.note(value, f"must name a shard (a string), not {_kind(owner)}")
+                continue
+            try:
+                entries.append((value, parse_owner(owner, shard_names)))
+            except BadEntry as e:
+                mt.note(value, str(e))
+        out[kind] = DirectoryConfig(kind, table=OwnerTable(entries))
+    tables = top.table("directory")
+    for kind in tables.data:
+        if kind in out:
+            tables.note(kind, f"[shard_map.{kind}] already says who owns {kind}: "
+                        "use one of the two")
+            continue
+        found = _check(partial(_directory, tables, kind), None)
+        if found is not None:
+            out[kind] = found
     return MappingProxyType(out)
 
 
-def _routes(top: _Table, shard_maps: Collection[str] | None) -> tuple[Route, ...]:
-    """The valid routes; each route's problems are its own."""
+def _directory(tables: _Table, kind: str) -> DirectoryConfig:
+    t = tables.table(kind)
+    d = DirectoryConfig(kind)
+    file, url = t.string("file", None), t.string("redis_url", None)
+    if (file is None) == (url is None):
+        t.fail("", "set exactly one of file (a CSV or JSON-lines file) and redis_url")
+    if url is not None and not re.match(r"^rediss?://", url):
+        t.note("redis_url", f"{url!r} must be a redis:// URL")
+    if file is not None and not os.path.isfile(file):
+        t.note("file", f"{file!r} is not a readable file")
+    unknown = t.string("unknown", d.unknown)
+    if unknown not in UNKNOWN_KEY:
+        t.note("unknown", f"must be one of {', '.join(UNKNOWN_KEY)}, not {unknown!r}")
+    out = DirectoryConfig(
+        kind, file=file, redis_url=url,
+        redis_key=t.string("redis_key", f"shardstream:{kind}"),
+        cache_ttl=t.number("cache_ttl", d.cache_ttl),
+        timeout=t.number("timeout", d.timeout),
+        unknown=unknown,
+        retry_after=t.number("retry_after", d.retry_after, integer=True),
+        find_cache_size=t.number("find_cache_size", d.find_cache_size, integer=True),
+        find_cache_ttl=t.number("find_cache_ttl", d.find_cache_ttl),
+    )
+    if file is not None:
+        for name in ("redis_key", "cache_ttl", "timeout"):
+            if name in t.data:
+                t.note(name, "is for a Redis directory (redis_url), not a file")
+    t.done()
+    return out
+
+
+def _fallback(t: _Table) -> Route | None:
+    """[fallback]: what a path no route names gets (None: 404)."""
+    mode = t.string("mode", "404")
+    if mode not in FALLBACK_MODES:
+        t.fail("mode", f"must be one of {', '.join(FALLBACK_MODES)}, not {mode!r}")
+    t.done()
+    if mode == "404":
+        return None
+    path = PathTemplate.parse("/", prefix=True)
+    methods = frozenset({"GET", "HEAD"}) if mode == "find" else None
+    return Route(path, mode, methods, "fallback", relay=RelayOptions(item=None),
+                 find=FindOptions() if mode == "find" else None)
+
+
+def _placements(top: _Table, shards: tuple[Shard, ...], routes: tuple[Route, ...]) -> None:
+    """A route that places new tenants needs a shard to place them on."""
+    names = {s.name for s in shards}
+    for route in routes:
+        placement = route.owner.placement if route.owner is not None else "reject"
+        if placement == "hash" and shards and not any(s.accepts_new for s in shards):
+            top.note(f"{route.key}.placement", "no shard accepts new tenants "
+                     "(every [shards.NAME] has accepts_new = false)")
+        elif placement.startswith("shard:") and names and placement[6:] not in names:
+            top.note(f"{route.key}.placement", f"names shard {placement[6:]!r}, which is "
+                     "not in [shards]")
+
+
+def _routes(top: _Table, kinds: Collection[str] | None,
+            shard_names: Collection[str] | None = None) -> tuple[Route, ...]:
+    """The valid routes; each route's problems are its own. ``kinds``: the key
+    kinds a directory declares (None: unknown, not checked)."""
     raw = top.get("routes", None)
     if not isinstance(raw, list) or not raw:
         top.fail("routes", "at least one [[routes]] entry is required")
     routes: list[Route] = []
     for i, item in enumerate(raw):
-        route = _check(partial(_route, top, f"routes[{i}]", item, shard_maps), None)
+        route = _check(partial(_route, top, f"routes[{i}]", item, kinds), None)
         if route is None:
             continue
-        other = next((o for o in routes if o.path.text == route.path.text
+        other = next((o for o in routes if o.path == route.path
                       and _overlap(o.methods, route.methods)), None)
         if other is not None:
-            top.note(f"{route.key}.path",
+            top.note(f"{route.key}.{'prefix' if route.path.prefix else 'path'}",
                      f"{route.path.text!r} with these methods is already served by {other.key}")
         else:
             routes.append(route)
@@ -852,10 +990,10 @@ def _overlap(a: frozenset[str] | None, b: frozenset[str] | None) -> bool:
     return a is None or b is None or bool(a & b)
 
 
-def _route(top: _Table, key: str, data: Any, shard_maps: Collection[str] | None) -> Route:
+def _route(top: _Table, key: str, data: Any, kinds: Collection[str] | None) -> Route:
     t = _Table(top.source, key, data, top.problems)
     try:
-        return _route_of(t, shard_maps)
+        return _route_of(t, kinds)
     except _Invalid:
         # Stopped before its mode's keys were read: a key no route knows is
         # a typo all the same, and worth saying in the same run.
@@ -870,15 +1008,25 @@ def _route_keys() -> set[str]:
 
     names = {f.name for cls in (Route, ScatterOptions, RelayOptions, OwnerOptions, FindOptions)
              for f in fields(cls)}
-    return names - {"key", "scatter", "relay", "owner", "find"}
+    return (names | {"prefix"}) - {"key", "scatter", "relay", "owner", "find"}
 
 
-def _route_of(t: _Table, shard_maps: Collection[str] | None) -> Route:
-    text = t.string("path")
+def _route_path(t: _Table) -> PathTemplate:
+    """``path`` (this path only) or ``prefix`` (every path under it)."""
+    if ("path" in t.data) == ("prefix" in t.data):
+        t.fail("path", "set exactly one of path (one path) and prefix (every path under it)")
+    name = "path" if "path" in t.data else "prefix"
+    text = t.string(name)
+    if name == "prefix" and not text.endswith("/"):
+        t.fail("prefix", f"{text!r} must end with '/' (it matches the paths under it)")
     try:
-        path = PathTemplate.parse(text)
+        return PathTemplate.parse(text, prefix=name == "prefix")
     except ValueError as e:
-        t.fail("path", str(e))
+        t.fail(name, str(e))
+
+
+def _route_of(t: _Table, kinds: Collection[str] | None) -> Route:
+    path = _route_path(t)
     mode = t.string("mode")
     if mode not in MODES:
         t.fail("mode", f"must be one of {', '.join(MODES)}, not {mode!r}")
@@ -888,16 +1036,23 @@ def _route_of(t: _Table, shard_maps: Collection[str] | None) -> Route:
     if mode == "scatter":
         methods = _only(t, methods, {"GET"}, "a scatter route answers GET only; "
                         "writes are never fanned out")
-        route = Route(path, mode, methods, t.key, id_fields, scatter=_scatter_options(t))
+        route = Route(path, mode, methods, t.key, id_fields,
+                      scatter=_scatter_options(t, path, kinds))
     elif mode == "find":
         methods = _only(t, methods, {"GET", "HEAD"}, "a find route asks every shard, "
                         "so it answers GET and HEAD only")
-        _no_owner_keys(t)
+        _no_owner_keys(t, "a find route has no owner key: it asks every shard "
+                       "(use mode = \"route\" when the owner is known)")
         route = Route(path, mode, methods, t.key, id_fields, relay=_relay_options(t),
                       find=_find_options(t))
+    elif mode == "any":
+        if methods is None:
+            methods = frozenset({"GET", "HEAD"})
+        _no_owner_keys(t, "an any route has no owner: any one shard answers it")
+        route = Route(path, mode, methods, t.key, id_fields, relay=_relay_options(t))
     else:
         route = Route(path, mode, methods, t.key, id_fields, relay=_relay_options(t),
-                      owner=_owner_options(t, path, shard_maps))
+                      owner=_owner_options(t, path, kinds))
     t.done()
     return route
 
@@ -913,8 +1068,10 @@ def _methods(t: _Table) -> frozenset[str] | None:
     return frozenset(methods)
 
 
-def _scatter_options(t: _Table) -> ScatterOptions:
+def _scatter_options(t: _Table, path: PathTemplate, kinds: Collection[str] | None
+                     ) -> ScatterOptions:
     d = ScatterOptions(items="")
+    owner_field = t.string("owner_field", None)
     o = ScatterOptions(
         items=t.string("items"),
         sort=_paths(t, "sort"),
@@ -926,11 +1083,21 @@ def _scatter_options(t: _Table) -> ScatterOptions:
         default_limit=t.number("default_limit", None, integer=True),
         total=t.string("total", None),
         partial=t.boolean("partial", True),
+        target_param=t.string("target_param", None),
+        owner_field=_path(t, "owner_field", owner_field) if owner_field else None,
     )
     if o.default_sort and o.sort_path(o.default_sort.removeprefix("-")) is None:
         t.fail("default_sort", f"{o.default_sort!r} is not one of the route's sort keys")
     if o.default_limit and o.max_limit and o.default_limit > o.max_limit:
         t.fail("default_limit", f"is above max_limit ({o.max_limit})")
+    for name, kind in (("target_param", o.target_param),
+                       ("owner_field", o.owner_field.text if o.owner_field else None)):
+        if kind and kinds is not None and kind not in kinds:
+            t.fail(name, f"there is no [shard_map.{kind}] or [directory.{kind}] saying "
+                   "which shard owns which key")
+    if o.target_param and o.target_param in {o.sort_param, o.limit_param, o.offset_param,
+                                             "sort", "limit", "offset", "cursor", "partial"}:
+        t.fail("target_param", f"{o.target_param!r} is a list parameter of the gateway's")
     return o
 
 
@@ -951,17 +1118,16 @@ def _find_options(t: _Table) -> FindOptions:
 _OWNER_KEYS = ("global_id", "shard_key", "shard_key_body")
 
 
-def _no_owner_keys(t: _Table) -> None:
-    for name in _OWNER_KEYS:
+def _no_owner_keys(t: _Table, why: str) -> None:
+    for name in (*_OWNER_KEYS, "placement"):
         if t.string(name, None):
-            t.fail(name, "a find route has no owner key: it asks every shard "
-                   "(use mode = \"route\" when the owner is known)")
+            t.fail(name, why)
 
 
 def _owner_options(t: _Table, path: PathTemplate,
-                   shard_maps: Collection[str] | None) -> OwnerOptions:
+                   kinds: Collection[str] | None) -> OwnerOptions:
     """How a route request finds its shard; check the keys agree.
-    ``shard_maps``: the [shard_map.NAME] tables (None: unknown, not checked)."""
+    ``kinds``: the key kinds a directory declares (None: unknown, not checked)."""
     given = {name: t.string(name, None) for name in _OWNER_KEYS}
     owners = [name for name in _OWNER_KEYS if given[name]]
     if len(owners) != 1:
@@ -972,12 +1138,19 @@ def _owner_options(t: _Table, path: PathTemplate,
         if given[name] and given[name] not in path.params:
             t.fail(name, f"{given[name]!r} is not a parameter of path {path.text!r}")
     key = given["shard_key"]
-    if key and shard_maps is not None and key not in shard_maps:
-        t.fail("shard_key", f"there is no [shard_map.{key}] table saying "
+    if key and kinds is not None and key not in kinds:
+        t.fail("shard_key", f"there is no [shard_map.{key}] or [directory.{key}] saying "
                "which shard owns which key")
+    placement = t.string("placement", "reject")
+    if placement not in ("reject", "hash") and not (
+            placement.startswith("shard:") and SHARD_NAME.match(placement[6:])):
+        t.fail("placement", f"must be \"reject\", \"hash\" or \"shard:NAME\", not {placement!r}")
+    if placement != "reject" and given["global_id"]:
+        t.fail("placement", "a global id names its shard: there is nothing to place")
     body = given["shard_key_body"]
     return OwnerOptions(global_id=given["global_id"], shard_key=key,
-                        shard_key_body=_path(t, "shard_key_body", body) if body else None)
+                        shard_key_body=_path(t, "shard_key_body", body) if body else None,
+                        placement=placement)
 
 
 def _only(t: _Table, methods: frozenset[str] | None, allowed: set[str],
@@ -1034,8 +1207,10 @@ def changes(old: Config, new: Config) -> list[str]:
         out.append("routes removed: " + ", ".join(sorted(old_routes - new_routes)))
     if old_routes == new_routes and old.routes != new.routes:
         out.append("route options changed")
-    if old.shard_map != new.shard_map:
-        out.append("shard_map changed")
+    if old.directory != new.directory:
+        out.append("directory changed")
+    if old.fallback != new.fallback:
+        out.append("[fallback] changed")
     for name in ("server", "upstream", "health", "outlier", "admin"):
         if getattr(old, name) != getattr(new, name):
             out.append(f"[{name}] changed")

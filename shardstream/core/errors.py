@@ -44,17 +44,24 @@ class Forbidden(ClientError):
     code = "forbidden"
 
 
-class RateLimited(ClientError):
-    """Over a rate or concurrency limit: 429 with Retry-After (seconds)."""
+class TryLater(ClientError):
+    """503 with Retry-After: the gateway cannot decide this request now."""
 
-    status = 429
-    code = "rate_limited"
+    status = 503
+    code = "unavailable"
 
     def __init__(self, message: str, retry_after: int, code: str | None = None) -> None:
         super().__init__(message, retry_after=retry_after)
         self.retry_after = retry_after
         if code is not None:
             self.code = code
+
+
+class RateLimited(TryLater):
+    """Over a rate or concurrency limit: 429 with Retry-After (seconds)."""
+
+    status = 429
+    code = "rate_limited"
 
 
 class RateLimitUnavailable(RateLimited):

@@ -63,10 +63,11 @@ def _path_parameters(config: Config, route: Route) -> list[dict[str, Any]]:
             description = ("a global id: SHARD~i<integer>, SHARD~r<text of A-Za-z0-9._->, "
                            "or SHARD~b<base64url>")
         elif route.owner is not None and route.owner.shard_key == name:
-            keys = sorted(config.shard_map.get(name, {}))
-            if keys:
-                schema["enum"] = keys
-            description = f"a key of [shard_map.{name}]"
+            dc = config.directory.get(name)
+            table = dc.table if dc is not None else None
+            if table is not None and len(table) <= 1000 and route.owner.placement == "reject":
+                schema["enum"] = sorted(table)
+            description = f"a key of the {name} directory"
         out.append({"name": name, "in": "path", "required": True, "schema": schema,
                     "description": description})
     return out
@@ -133,6 +134,8 @@ def _relay_operation(config: Config, route: Route, method: str) -> dict[str, Any
 def document(config: Config) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for route in config.routes:
+        if route.path.prefix:
+            continue  # every path under a prefix: OpenAPI has no way to say so
         item = paths.setdefault(route.path.text, {})
         parameters = _path_parameters(config, route)
         if parameters:

@@ -45,18 +45,23 @@ class DottedPath:
 
 @dataclass(frozen=True)
 class PathTemplate:
-    """A route's path; a parameter is a whole segment, like ``{vendor_id}``."""
+    """A route's path; a parameter is a whole segment, like ``{vendor_id}``.
+    A prefix template (``/v3/reference/``, ending in '/') matches every path
+    under it, however deep."""
 
     text: str
     params: tuple[str, ...]
+    prefix: bool = field(default=False, kw_only=True)
     _regex: re.Pattern[str] = field(repr=False, compare=False)
     _index: dict[str, int] = field(repr=False, compare=False)  # param -> segment index
 
     @classmethod
-    def parse(cls, text: str) -> "PathTemplate":
+    def parse(cls, text: str, prefix: bool = False) -> "PathTemplate":
         """Raise ValueError naming the problem."""
         if not text.startswith("/"):
             raise ValueError(f"{text!r} must start with '/'")
+        if prefix and not text.endswith("/"):
+            raise ValueError(f"the prefix {text!r} must end with '/'")
         params: list[str] = []
         index: dict[str, int] = {}
         parts = []
@@ -74,8 +79,9 @@ class PathTemplate:
             params.append(name)
             index[name] = i
             parts.append(f"(?P<{name}>[^/]+)")
-        regex = re.compile("^/" + "/".join(parts) + r"\Z")
-        return cls(text, tuple(params), regex, index)
+        # A prefix ends in '/': its last (empty) part leaves the rest open.
+        regex = re.compile("^/" + "/".join(parts) + ("" if prefix else r"\Z"))
+        return cls(text, tuple(params), regex, index, prefix=prefix)
 
     def match(self, path: str) -> dict[str, str] | None:
         """The raw (still percent-encoded) parameters, or None."""

@@ -52,7 +52,7 @@ def _resource(route: Route, doc: Any) -> Any:
 
 
 def request_body(router: Router, route: Route, target: tuple[str, bytes] | None, body: bytes,
-                 uri: bytes) -> tuple[str, bytes, bytes]:
+                 uri: bytes, method: str = "POST") -> tuple[str, bytes, bytes]:
     """``(shard, path, body)`` of a write whose body must be read: the owner
     from the body if the route says so, and its global ids made local."""
     try:
@@ -63,7 +63,7 @@ def request_body(router: Router, route: Route, target: tuple[str, bytes] | None,
     if field is not None:
         if not isinstance(doc, dict):
             raise BadBody("the request body must be a JSON object")
-        shard, path = router.body_owner(route, doc), uri
+        shard, path = router.body_owner(route, doc, method), uri
     else:
         assert target is not None
         shard, path = target

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Protocol
 from urllib.parse import unquote, unquote_to_bytes
 
 from . import ids
 from .config import Config, Route
-from .errors import ClientError
+from .directory import Owner, Pending, placement
+from .errors import ClientError, TryLater
+
+READS = frozenset({"GET", "HEAD", "OPTIONS"})  # never place a key, never wait for a move
+
+
+class Owners(Protocol):
+    """What routing needs of the directory (the shell's Directory)."""
+
+    def lookup(self, kind: str, key: str) -> Owner | None:
+        """The owner (None: no entry); raises Pending when it must be fetched first."""
 
 
 class NotFound(ClientError):
@@ -47,6 +57,25 @@ class NoOwner(ClientError):
 
     status = 400
     code = "no_owner"
+
+
+class InlineOwners:
+    """The inline ``[shard_map.KIND]`` tables alone (a Router without a shell)."""
+
+    def __init__(self, config: Config) -> None:
+        self.tables = {k: d.table for k, d in config.directory.items() if d.table is not None}
+
+    def lookup(self, kind: str, key: str) -> Owner | None:
+        return self.tables[kind].get(key)
+
+
+class FindInstead(Exception):
+    """A read for a key no directory entry names, on a kind whose ``unknown``
+    is "find": ask every shard, and remember which one had it."""
+
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(kind, key)
+        self.kind, self.key = kind, key
 
 
 class BadTarget(ClientError):
@@ -105,9 +134,11 @@ def path_problem(path: bytes) -> str | None:
 class Router:
     """The route table of one config."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, owners: Owners | None = None) -> None:
         self.config = config
+        self.owners = owners if owners is not None else InlineOwners(config)
         self._shards = {s.name for s in config.shards}
+        self._placing = [(s.name, s.accepts_new, s.weight) for s in config.shards]
 
     def match_request(self, method: bytes, uri: bytes) -> Match:
         """The route for a raw request line's method and target."""
@@ -134,9 +165,13 @@ class Router:
             raise MethodNotAllowed(
                 f"{method} is not allowed on {path}", allow=sorted(allowed)
             )
+        fallback = self.config.fallback
+        if fallback is not None and fallback.allows(method):
+            return Match(fallback, {})
         raise NotFound(f"no route for {path}")
 
-    def owner(self, match: Match, raw_path: bytes) -> tuple[str, bytes] | None:
+    def owner(self, match: Match, raw_path: bytes, method: str = "GET"
+              ) -> tuple[str, bytes] | None:
         """``(shard, path to send it)`` from the path, or None when the body decides."""
         route = match.route
         owner = route.owner
@@ -149,11 +184,55 @@ class Router:
         if owner.shard_key:
             key = owner.shard_key
             value = match.params[key]
-            found = self.config.shard_map[key].get(value)
-            if found is None:
-                raise UnknownShardKey(f"no shard owns {key} {value!r}")
-            return found, raw_path
+            return self.owner_of(route, key, value, method, UnknownShardKey), raw_path
         return None
+
+    def owner_of(self, route: Route, kind: str, key: str, method: str,
+                 unknown: type[ClientError]) -> str:
+        """The shard a request for ``key`` goes to. A write for a key no shard
+        owns is placed by the route's ``placement`` (Pending: the shell
+        records it, then asks again), one for a tenant being moved waits
+        (503); a read follows the owner, the source while a move is on."""
+        dc = self.config.directory.get(kind)
+        if dc is None:
+            raise unknown(f"no shard owns {kind} {key!r} (there is no [shard_map.{kind}] "
+                          f"or [directory.{kind}])")
+        found = self.owners.lookup(kind, key)
+        write = method not in READS
+        if found is None:
+            if not write:
+                if dc.unknown == "find":
+                    raise FindInstead(kind, key)
+                raise unknown(f"no shard owns {kind} {key!r}")
+            rule = route.owner.placement if route.owner is not None else "reject"
+            shard = placement(rule, key, self._placing)
+            if shard is None:
+                raise unknown(f"no shard owns {kind} {key!r} (give a global id or a key "
+                              f"the directory lists; this route's placement is \"reject\")")
+            raise Pending(kind, place=(key, shard))
+        if found.moving and write:
+            raise TryLater(f"{kind} {key!r} is being moved from shard {found.shard} to "
+                           f"{found.moving_to}; writes wait until the move is over",
+                           retry_after=dc.retry_after, code="tenant_moving")
+        return found.shard
+
+    def targets(self, kind: str, keys: list[str]) -> list[str] | None:
+        """The shards that own these keys, in config order (None: a key has no
+        entry, so every shard is asked). Raises Pending for keys to fetch."""
+        missing: list[str] = []
+        owners = set()
+        for key in keys:
+            try:
+                found = self.owners.lookup(kind, key)
+            except Pending as e:
+                missing.extend(e.keys)
+                continue
+            if found is None:
+                return None
+            owners.add(found.shard)
+        if missing:
+            raise Pending(kind, missing)
+        return [s.name for s in self.config.shards if s.name in owners]
 
     def decode_global(self, gid: object) -> tuple[str, int | str]:
         try:
@@ -164,7 +243,7 @@ class Router:
             raise UnknownShard(f"{gid!r} names shard {shard!r}, which does not exist")
         return shard, local
 
-    def body_owner(self, route: Route, body: object) -> str:
+    def body_owner(self, route: Route, body: object, method: str = "POST") -> str:
         """The shard that owns a write, from the route's ``shard_key_body`` field."""
         assert route.owner is not None and route.owner.shard_key_body is not None
         field = route.owner.shard_key_body
@@ -174,8 +253,4 @@ class Router:
                           "it names the shard that owns this write")
         if isinstance(value, str) and ids.SEP in value:
             return self.decode_global(value)[0]
-        shard = self.config.shard_map.get(field.text, {}).get(str(value))
-        if shard is None:
-            raise NoOwner(f"no shard owns {field} {value!r} (give a global id or a key "
-                          f"listed in [shard_map.{field}])")
-        return shard
+        return self.owner_of(route, field.text, str(value), method, NoOwner)

@@ -150,6 +150,7 @@ class Scatter:
         cursor: Callable[[dict[str, int]], str] | None = None,
         strict: bool = False,
         queue_bound: int = 128,
+        foreign: Callable[[str, Any], bool] | None = None,
     ) -> None:
         starts = starts or {}
         self._shards = [_Shard(i, name, ItemParser(prefix, total), starts.get(name, 0))
@@ -162,6 +163,9 @@ class Scatter:
         self._want_total = bool(total)
         self._id_paths = tuple(id_fields)
         self._cursor = cursor
+        # Is this item of that shard another shard's (its tenant lives there)?
+        # Such an item is used up (its shard's position moves on) but never sent.
+        self._foreign = foreign
         self._skip = offset
         self._left = limit  # items still to deliver
         self._quota = quota
@@ -515,19 +519,33 @@ class Scatter:
         return rec.state is READING
 
     def _drain(self) -> None:
-        left = self._left
-        if left is not None and left <= 0:
-            return
-        budget = None if left is None else self._skip + left
-        batches = self._merge.pop(budget)
-        if not batches:
-            return
+        while True:
+            left = self._left
+            if left is not None and left <= 0:
+                return
+            budget = None if left is None else self._skip + left
+            batches = self._merge.pop(budget)
+            if not batches:
+                return
+            if not self._deliver(batches) or budget is None:
+                return  # no item was another shard's: the budget is spent
+
+    def _deliver(self, batches: list[tuple[int, list[Any]]]) -> int:
+        """Skip, rewrite, encode; the number of items dropped as another shard's."""
         out = self._out
         broken: list[_Shard] = []
+        dropped = 0
         for shard, items in batches:
             rec = self._shards[shard]
             if rec in broken:
                 continue
+            if self._foreign is not None:
+                n = len(items)
+                items = [item for item in items if not self._foreign(rec.name, item)]
+                rec.consumed += n - len(items)
+                dropped += n - len(items)
+                if not items:
+                    continue
             if self._skip:
                 n = min(self._skip, len(items))
                 self._skip -= n
@@ -557,6 +575,7 @@ class Scatter:
                     "unencodable_item", "an item of this shard could not be encoded "
                     "(nested too deeply?); the shard's later items were dropped"),
                     cancel=True)
+        return dropped
 
     def _encode(self, items: list[Any]) -> tuple[bytes, int]:
         """Encoded items and how many; on an item that cannot be encoded, the
@@ -575,7 +594,8 @@ class Scatter:
 
 
 def scatter_for(route: Route, query: paging.ListQuery, shards: Sequence[str],
-                accept: str | None, secret: bytes | None, queue_bound: int = 128) -> Scatter:
+                accept: str | None, secret: bytes | None, queue_bound: int = 128,
+                foreign: Callable[[str, Any], bool] | None = None) -> Scatter:
     """The one way a list request's state machine is built: from the route,
     the client's parsed list query, the shards asked, its Accept header and
     the cursor secret."""
@@ -602,4 +622,5 @@ def scatter_for(route: Route, query: paging.ListQuery, shards: Sequence[str],
         cursor=lambda positions: paging.encode_cursor(route, query, positions, secret),
         strict=not (options.partial if query.partial is None else query.partial),
         queue_bound=queue_bound,
+        foreign=foreign,
     )

@@ -16,13 +16,15 @@ from ..core import config as config_mod
 from ..core import parse
 from ..upstream import tls
 from ..upstream.client import UpstreamClient
+from ..core.directory import BadDirectoryFile
+from ..web.directory import Directory, load_later, read_files
 from ..web.gateway import Gateway
 from ..observe.metrics import metrics
 from ..web.site import TrackingSite, make_admin_site, make_site
 from .endpoints import adopt, listen_now
 from .notify import Lifecycle, SystemdNotifier, serving
 from .signals import install_signal_handlers
-from .startup import ConfiguredService, load_config, prepare_process
+from .startup import ConfiguredService, StartupError, load_config, prepare_process
 
 log = Logger(namespace="shardstream")
 
@@ -56,6 +58,8 @@ class GatewayService(ConfiguredService):
         self.admin_port: Any = None  # admin.listen's, when configured
         self.site: TrackingSite | None = None
         self.generation = 1
+        self._reloading: defer.Deferred[bool] | None = None
+        self._again = False  # a SIGHUP came during a reload
         self.retired: list[UpstreamClient] = []
         self.lifecycle: Lifecycle = lifecycle if lifecycle is not None else SystemdNotifier()
         # A worker's reloads are counted once, by its supervisor.
@@ -70,7 +74,12 @@ class GatewayService(ConfiguredService):
         prepare_process()
         metrics().generation.set(self.generation)
         client = UpstreamClient(self.reactor, self.config.upstream)
-        gateway = Gateway(self.config, client)
+        try:
+            files = read_files(self.config)
+        except BadDirectoryFile as e:
+            raise StartupError(f"config error: directory file {e}") from None
+        gateway = Gateway(self.config, client,
+                          directory=Directory(self.reactor, self.config, files))
         self.site = make_site(gateway)
         gateway.start()
         factory = tls.wrap(self.site, self.config.tls)  # [tls]: the partners' side speaks TLS
@@ -115,20 +124,36 @@ class GatewayService(ConfiguredService):
         gateway: Gateway = self.site.resource.gateway
         return gateway
 
-    def reload(self) -> bool:
+    def reload(self) -> "defer.Deferred[bool]":
         """Read the config file again; swap it in for new requests if it is valid.
-        Not while stopping: the drain keeps the config it has."""
+        Not while stopping: the drain keeps the config it has. The directory
+        files are read in a thread, the running ones serving meanwhile; a
+        SIGHUP during a reload makes one more once it is over."""
         if not self.running:
             log.info("{label}: SIGHUP while stopping: ignored", label=self.label)
-            return False
+            return defer.succeed(False)
+        if self._reloading is not None:
+            self._again = True
+            return self._reloading
         self.lifecycle.reloading(f"reloading {self.config_path or 'nothing (demo mode)'}")
-        taken = self._reload()
-        if self.counts_reloads:
-            metrics().reloads.labels("taken" if taken else "rejected").inc()
-        self.lifecycle.reloaded(taken, ("" if taken else "reload rejected; ") + self._serving())
-        return taken
+        self._reloading = d = defer.maybeDeferred(self._reload)
 
-    def _reload(self) -> bool:
+        def over(taken: bool) -> bool:
+            self._reloading = None
+            if self.counts_reloads:
+                metrics().reloads.labels("taken" if taken else "rejected").inc()
+            self.lifecycle.reloaded(taken, ("" if taken else "reload rejected; ")
+                                    + self._serving())
+            if self._again:
+                self._again = False
+                self.reload()
+            return taken
+
+        d.addCallback(over)
+        return d
+
+    @defer.inlineCallbacks
+    def _reload(self) -> Any:
         if self.config_path is None:
             log.info("SIGHUP: no config file to reload (demo mode)")
             return False
@@ -138,6 +163,14 @@ class GatewayService(ConfiguredService):
             log.error("reload rejected, keeping the running config: {error}", error=str(e),
                       event="reload_rejected")
             return False
+        try:
+            files = yield load_later(new, self.gateway.directory)
+        except BadDirectoryFile as e:
+            log.error("reload rejected, keeping the running config: directory file {error}",
+                      error=str(e), event="reload_rejected")
+            return False
+        if not self.running:
+            return False  # the stop began while the files were read
         old = self.gateway
         client = old.client
         up = new.upstream
@@ -151,10 +184,12 @@ class GatewayService(ConfiguredService):
                                    ("[tls]", self.config.tls, new.tls)):
             if before != after:
                 log.warn("reload: {key} changed; a restart is needed to apply it", key=key)
-        gateway = Gateway(new, client, previous=old)
+        gateway = Gateway(new, client, previous=old,
+                          directory=Directory(self.reactor, new, files, old.directory))
         assert self.site is not None  # self.gateway needed it
         self.site.resource.gateway = gateway
         old.stop()
+        old.directory.close(gateway.directory)
         if old.limits is not gateway.limits:
             old.limits.close()
         gateway.start()

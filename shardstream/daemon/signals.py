@@ -26,6 +26,12 @@ def install_signal_handlers(reactor: Any, reload: Callable[[], object], label: s
     signal.signal(signal.SIGHUP, hup)
 
 
+def ignore_reloads() -> None:
+    """From the stop on, a SIGHUP is ignored: not a reload, and never the
+    default action (which would kill the process as it drains)."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 def stop_reactor(reactor: Any) -> None:
     """Stop once, however many signals arrive."""
     if reactor.running and not getattr(reactor, "_stopped", False):

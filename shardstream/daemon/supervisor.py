@@ -29,7 +29,7 @@ from ..core import config as config_mod
 from ..observe import metrics as metrics_mod
 from . import notify
 from .endpoints import listen_now, tcp_address
-from .signals import install_signal_handlers
+from .signals import ignore_reloads, install_signal_handlers
 from .startup import ConfiguredService, StartupError, load_config
 
 log = Logger(namespace="shardstream.supervisor")
@@ -252,6 +252,7 @@ class Supervisor(ConfiguredService):
     @defer.inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()
+        ignore_reloads()
         self.stopping = True
         self.lifecycle.stopping(f"stopping: draining {len(self.workers)} workers")
         log.info("stopping: draining {n} workers", n=len(self.workers), event="drain")

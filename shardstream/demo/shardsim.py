@@ -95,7 +95,11 @@ class ShardSim(Resource):
         method = request.method
         parts = request.path.decode().strip("/").split("/")
         coll = self.collection.strip("/").split("/")
-        args = {k.decode(): v[0].decode() for k, v in request.args.items()}
+        try:
+            args = {k.decode(): v[0].decode() for k, v in request.args.items()}
+        except UnicodeDecodeError:
+            return self._json(request, 400, {"error": {"code": "bad_query",
+                                                       "message": "the query is not UTF-8"}})
         if parts == ["healthz"]:
             return self._json(request, 200, {"status": "ok", "shard": self.name})
         if self.fail in ("status", "hang", "close"):  # these strike every request
@@ -130,9 +134,11 @@ class ShardSim(Resource):
         return self._json(request, 404, {"error": {"code": "not_found", "message": "no such path"}})
 
     def _filter(self, vendor: str | None) -> list[dict[str, Any]]:
+        """``vendor_id=v1`` or ``vendor_id=v1,v2``: those vendors' items."""
         if vendor is None:
             return self.items
-        return [i for i in self.items if str(i.get("vendor_id")) == vendor]
+        wanted = set(vendor.split(","))
+        return [i for i in self.items if str(i.get("vendor_id")) in wanted]
 
     def _json(self, request: Any, status: int, value: Any) -> bytes:
         request.setResponseCode(status)
@@ -179,13 +185,24 @@ class ShardSim(Resource):
             from ..core.merge import sort_key  # the order the gateway documents and expects
 
             sort = args["sort"]
-            key = sort_key(sort.lstrip("-"), sort.startswith("-"))
+            try:
+                key = sort_key(sort.lstrip("-"), sort.startswith("-"))
+            except ValueError as e:
+                return self._json(request, 400, {"error": {"code": "bad_query",
+                                                           "message": f"sort: {e}"}})
             items = sorted(items, key=key)
-        offset = int(args.get("offset", 0))
+        bounds = {}
+        for name in ("offset", "limit"):
+            if name in args:
+                value = args[name]
+                if not (value.isascii() and value.isdigit()):
+                    return self._json(request, 400, {"error": {
+                        "code": "bad_query", "message": f"{name} must be a whole number"}})
+                bounds[name] = int(value)
         total = len(items)
-        items = items[offset:]
-        if "limit" in args and not self.ignore_limit:
-            items = items[: int(args["limit"])]
+        items = items[bounds.get("offset", 0):]
+        if "limit" in bounds and not self.ignore_limit:
+            items = items[: bounds["limit"]]
         _ListWriter(self, request, items, total).start()
         return server.NOT_DONE_YET
 

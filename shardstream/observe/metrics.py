@@ -78,6 +78,25 @@ class Metrics:
         self.redis_up = Gauge(p + "rate_limit_redis_up", "1 while the rate limits' Redis "
                               "answers, 0 while it does not (absent with the local backend)",
                               multiprocess_mode="livemin")
+        self.directory_redis_up = Gauge(p + "directory_redis_up", "1 while a Redis shard "
+                                        "directory answers, 0 while it does not",
+                                        ["kind"], multiprocess_mode="livemin")
+        self.directory_lookups = Counter(p + "directory_lookups_total", "Owner lookups by "
+                                         "result: hit (the process knew), fetched (asked "
+                                         "Redis), unknown (no entry), found (asked every "
+                                         "shard), failed (Redis did not answer)",
+                                         ["kind", "result"])
+        self.placements = Counter(p + "directory_placements_total", "New keys placed on a "
+                                  "shard, by how (hash, fixed) and shard", ["kind", "how",
+                                                                            "shard"])
+        self.directory_keys = Gauge(p + "directory_keys", "Keys in a file or inline directory",
+                                    ["kind"], multiprocess_mode="livemax")
+        self.foreign_items = Counter(p + "foreign_items_dropped_total", "List items dropped "
+                                     "because the directory puts their tenant on another "
+                                     "shard (a tenant being moved, or its leftovers)",
+                                     ["route", "shard"])
+        self.moving_writes = Counter(p + "tenant_moving_writes_total", "Writes refused with "
+                                     "503 because their tenant is being moved", ["kind"])
         self.reloads = Counter(p + "reloads_total", "Config reloads, by result (taken, "
                                "rejected)", ["result"])
         self.generation = Gauge(p + "config_generation", "Configs taken since start (1: the "

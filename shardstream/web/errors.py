@@ -6,7 +6,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from ..core.errors import ClientError, RateLimited, Unauthorized, error_body
+from ..core.errors import ClientError, TryLater, Unauthorized, error_body
 from ..core.routing import MethodNotAllowed
 
 
@@ -35,6 +35,6 @@ def refuse(request: Request, error: ClientError) -> None:
         request.setHeader(b"allow", ", ".join(error.extra["allow"]).encode())
     if isinstance(error, Unauthorized):
         request.setHeader(b"www-authenticate", error.challenge.encode())
-    if isinstance(error, RateLimited):
+    if isinstance(error, TryLater):
         request.setHeader(b"retry-after", str(error.retry_after).encode())
     send_json(request, error.status, error.body())

@@ -12,7 +12,7 @@ every shard is asked again.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, MutableMapping
 
 from twisted.web.iweb import IResponse
 from twisted.web.server import Request
@@ -31,17 +31,45 @@ if TYPE_CHECKING:
     from .gateway import Gateway
 
 
-class FindResponse:
+class ShardsAsked:
+    """What a find and an any request share: their calls, the relay of the
+    shard that answers, the failures to report, the client leaving."""
+
+    calls: list[BalancedCall]
+    relay: Relay | None
+    errors: dict[str, ShardError]
+    gone: bool
+
+    def failed_list(self) -> list[dict[str, Any]]:
+        return [{"shard": s, "error": e.code, "message": e.message, "status": e.status}
+                for s, e in sorted(self.errors.items())]
+
+    def _client_gone(self, reason: Any) -> None:
+        if self.gone:
+            return
+        self.gone = True
+        if self.relay is not None:
+            self.relay.client_gone(reason)
+        for call in self.calls:
+            call.cancel()
+
+
+class FindResponse(ShardsAsked):
     """Implements ShardEvents: event ``i`` is about ``self.asked[i]``. A second
     round (the cached owner no longer had it) appends to the lists, so an
     index always names one call."""
 
-    def __init__(self, request: Request, gateway: "Gateway", match: Match) -> None:
+    def __init__(self, request: Request, gateway: "Gateway", match: Match,
+                 found: Callable[[str], None] | None = None) -> None:
+        """``found``: told the winner (a directory remembers it by its key);
+        without it, the find route's own cache remembers it by path."""
         self.request = request
         self.gateway = gateway
         self.route = match.route
         self.key = request.path
-        self.cache = gateway.find_cache(match.route)
+        self.found = found
+        self.cache: MutableMapping[bytes, str] = (gateway.find_cache(match.route)
+                                                  if found is None else {})
         self.asked: list[str] = []
         self.calls: list[BalancedCall] = []
         self._round = 0  # the index of the current round's first shard
@@ -91,6 +119,8 @@ class FindResponse:
         if 200 <= response.code < 300:
             self.winner = index
             self.cache[self.key] = shard
+            if self.found is not None:
+                self.found(shard)
             for i, call in enumerate(self.calls[self._round:], start=self._round):
                 if i != index:
                     call.cancel()
@@ -155,15 +185,5 @@ class FindResponse:
             code,
             "no shard answered with the resource, and some failed",
             not_found=self.not_found,
-            failed=[{"shard": s, "error": e.code, "message": e.message, "status": e.status}
-                    for s, e in sorted(self.errors.items())],
+            failed=self.failed_list(),
         )
-
-    def _client_gone(self, reason: Any) -> None:
-        if self.gone:
-            return
-        self.gone = True
-        if self.relay is not None:
-            self.relay.client_gone(reason)
-        for call in self.calls:
-            call.cancel()

@@ -13,6 +13,7 @@ from ..core.routing import Router
 from ..upstream.balancer import Balancer
 from ..upstream.client import UpstreamClient
 from ..upstream.health import HealthChecker
+from .directory import Directory, read_files
 from .limits import Limits
 
 
@@ -24,10 +25,13 @@ class Gateway:
     """Everything a request needs, built from one config."""
 
     def __init__(self, config: Config, client: UpstreamClient,
-                 previous: "Gateway | None" = None) -> None:
+                 previous: "Gateway | None" = None, directory: Directory | None = None) -> None:
         self.config = config
         self.client = client
-        self.router = Router(config)
+        # Built by whoever read the directory files (at start, or in a reload's thread).
+        self.directory = directory if directory is not None else Directory(
+            client.reactor, config, read_files(config), None)
+        self.router = Router(config, self.directory)
         self.balancer: Balancer = Balancer(client.reactor, client, config,
                                            previous.balancer if previous is not None else None)
         self.health = HealthChecker(self.balancer, config.health)

@@ -21,7 +21,6 @@ import math
 import secrets
 from dataclasses import dataclass
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -31,6 +30,7 @@ from ..core.config import RateLimitConfig
 from ..core.errors import RateLimited, RateLimitUnavailable
 from ..core.keys import Partner
 from ..observe.metrics import metrics
+from ..upstream import redis
 
 log = Logger(namespace="shardstream")
 
@@ -60,15 +60,12 @@ class Limits:
         self.tats: dict[str, float] = {}  # local buckets
         self.streams: dict[str, int] = {}
         self.redis: Any = None
-        self.redis_up: bool | None = None  # unknown until the first check
+        self.reach = redis.Reachability(
+            "rate limits", config.redis_url, lambda: metrics().redis_up,
+            "requests are let through unlimited until it does" if config.on_redis_down == "open"
+            else "requests are refused with 503 until it does")
         if config.backend == "redis":
-            import txredisapi  # type: ignore[import-untyped]
-
-            url = urlsplit(config.redis_url)
-            self.redis = txredisapi.lazyConnectionPool(
-                url.hostname, url.port or 6379, dbid=int(url.path.strip("/") or 0), poolsize=4,
-                reconnect=True, connectTimeout=max(config.timeout, 0.5),
-                replyTimeout=max(config.timeout * 4, 0.5))
+            self.redis = redis.connect(config.redis_url, config.timeout)
 
     def take(self, partner: Partner, stream: bool) -> "defer.Deferred[Check]":
         """One request of ``partner`` (``stream``: a list stream, which its
@@ -113,12 +110,7 @@ class Limits:
 
     def _redis_answered(self, partner: Partner, limit: ratelimit.Limit | None, stream_id: str,
                         reply: Any) -> Check:
-        if self.redis_up is not True:
-            if self.redis_up is False:
-                log.info("rate limits: Redis at {url} answers again", url=self.config.redis_url,
-                         event="redis_up")
-            self.redis_up = True
-            metrics().redis_up.set(1)
+        self.reach.answered()
         decision, slot = ratelimit.from_redis(limit, reply)
         release = None
         if slot == ratelimit.HELD:
@@ -131,14 +123,7 @@ class Limits:
         d.addErrback(lambda f: None)  # Redis gone: the member expires by itself (STREAM_TTL)
 
     def _redis_failed(self, failure: Any) -> Check:
-        if self.redis_up is not False:
-            log.warn("rate limits: Redis at {url} does not answer ({error}); requests are "
-                     "{policy} until it does", url=self.config.redis_url,
-                     error=failure.getErrorMessage() or failure.type.__name__,
-                     policy="let through unlimited" if self.config.on_redis_down == "open"
-                     else "refused with 503", event="redis_down")
-            self.redis_up = False
-            metrics().redis_up.set(0)
+        self.reach.failed(failure)
         return Check(DOWN, None)
 
     def close(self) -> Any:

@@ -30,7 +30,7 @@ from ..core.config import Route
 from ..core.errors import ShardError, failure_answer
 from ..core.outcome import Outcome
 from ..core.retry import BODY_METHODS, WRITES
-from ..core.routing import Match
+from ..core.routing import FindInstead, Match
 from ..upstream.balancer import BalancedCall
 from . import record as record_mod
 from .errors import respond_error
@@ -233,7 +233,7 @@ def start_streaming(request: Request, gateway: "Gateway", match: Match,
     method, uri = request.channel._command, request.channel._path
     if match.route.mode != "route" or not rewrite.streams_body(match.route, method):
         return None
-    target = gateway.router.owner(match, uri)
+    target = gateway.router.owner(match, uri, method.decode("ascii", "replace"))
     if target is None:
         return None
     shard, path = target
@@ -252,11 +252,22 @@ def start(request: Request, gateway: "Gateway", match: Match) -> None:
     assert content is not None  # twisted.web has read the body into it
     content.seek(0)
     body = content.read()
-    target = gateway.router.owner(match, request.uri)
+    method = request.method.decode("ascii", "replace")
+    try:
+        target = gateway.router.owner(match, request.uri, method)
+    except FindInstead as e:  # a read for a key the directory lacks: ask every shard
+        from .find import FindResponse
+
+        kind, key = e.kind, e.key
+        FindResponse(request, gateway, match,
+                     found=lambda shard: gateway.directory.remember_found(kind, key, shard)
+                     ).start()
+        return
     headers = upstream_request_headers(request, scatter=False)
     body_owner = route.owner is not None and route.owner.shard_key_body is not None
     if not rewrite.streams_body(route, request.method) and (body or body_owner):
-        shard, path, body = rewrite.request_body(gateway.router, route, target, body, request.uri)
+        shard, path, body = rewrite.request_body(gateway.router, route, target, body, request.uri,
+                                                 method)
         headers.setRawHeaders(b"content-type", [b"application/json"])
     else:
         assert target is not None

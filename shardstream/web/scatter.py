@@ -16,7 +16,8 @@ execution.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
+from urllib.parse import parse_qs
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, ITCPTransport
 from twisted.logger import Logger
@@ -26,7 +27,9 @@ from zope.interface import implementer
 
 from ..core import paging
 from ..core.config import Route
-from ..core.errors import ShardError
+from ..core.directory import Pending
+from ..core.errors import ClientError, ShardError
+from ..observe.metrics import metrics
 from ..core.scatter import (Abort, Action, Answer, Cancel, Commit, Finish, Later, Pause, Resume,
                             Write, scatter_for)
 from ..upstream.balancer import BalancedCall
@@ -41,21 +44,94 @@ if TYPE_CHECKING:
 log = Logger(namespace="shardstream")
 
 
+class ListOwnersChanged(ClientError):
+    status = 409
+    code = "cursor_owners_changed"
+
+
+def target_keys(route: Route, args: Mapping[bytes, list[bytes]],
+                params: Mapping[str, str]) -> list[str]:
+    """The shard keys a list names: its path parameter, or its query
+    parameter (``?vendor_id=v1,v2``, or repeated). None named: every shard."""
+    name = paging.options(route).target_param
+    if name is None:
+        return []
+    if name in params:
+        return [params[name]]
+    keys = []
+    for value in args.get(name.encode(), []):
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise paging.BadListQuery(f"{name} is not valid UTF-8") from None
+        keys += [k for k in text.split(",") if k]
+    return keys
+
+
+def _targets(gateway: "Gateway", route: Route, args: Mapping[bytes, list[bytes]],
+             params: Mapping[str, str]) -> list[str]:
+    """The shards to ask: the owners of the keys the list names, or all."""
+    every = list(gateway.config.shard_names)
+    keys = target_keys(route, args, params)
+    if not keys:
+        return every
+    found = gateway.router.targets(paging.options(route).target_param or "", keys)
+    return every if found is None else found
+
+
+def _foreign(gateway: "Gateway", route: Route) -> Callable[[str, Any], bool] | None:
+    """While tenants move: is an item of a shard another shard's? Its
+    ``owner_field`` names its tenant, the directory the tenant's owner."""
+    field = paging.options(route).owner_field
+    if field is None:
+        return None
+    kind = field.text
+    directory = gateway.directory
+    dropped = metrics().foreign_items
+    label = route.path.text
+
+    def foreign(shard: str, item: Any) -> bool:
+        key = field.lookup(item)
+        if key is None or isinstance(key, (dict, list, bool)):
+            return False
+        try:
+            owner = directory.lookup(kind, str(key))
+        except Pending as e:  # not in memory (Redis): kept, and looked up for the next time
+            directory.resolve(e).addErrback(lambda f: None)
+            return False
+        if owner is None or owner.shard == shard:
+            return False
+        dropped.labels(label, shard).inc()
+        return True
+
+    return foreign
+
+
 @implementer(IPushProducer)
 class ScatterResponse:
     """One list request. Raises paging.BadListQuery (400) before any shard is asked."""
 
-    def __init__(self, request: Request, gateway: "Gateway", route: Route) -> None:
+    def __init__(self, request: Request, gateway: "Gateway", route: Route,
+                 params: Mapping[str, str] | None = None) -> None:
         self.request = request
         self.gateway = gateway
         self.route = route
         config = gateway.config
         self.query = paging.parse(route, request.args, config.cursor_secret,
-                                  request.uri.partition(b"?")[2])
+                                  request.uri.partition(b"?")[2], shards=config.shard_names)
+        # From the list's own filters: a cursor page has them in its cursor.
+        self.shards = _targets(gateway, route, parse_qs(self.query.filters.encode("latin-1")),
+                               params or {})
+        if (self.query.positions is not None and len(self.shards) < len(config.shards)
+                and set(self.query.positions) != set(self.shards)):
+            raise ListOwnersChanged(
+                "the shards that own this list's keys changed since this cursor was issued "
+                "(a tenant moved); start the list again without the cursor")
         accept = request.getHeader(b"accept")
-        self.core = scatter_for(route, self.query, [s.name for s in config.shards],
+        self.core = scatter_for(route, self.query, self.shards,
                                 accept.decode("latin-1") if accept else None,
-                                config.cursor_secret, queue_bound=config.server.merge_queue)
+                                config.cursor_secret, queue_bound=config.server.merge_queue,
+                                foreign=_foreign(gateway, route))
         self.reactor = gateway.client.reactor
         self.calls: list[BalancedCall] = []
         self._queue: deque[Action] = deque()
@@ -67,11 +143,11 @@ class ScatterResponse:
         headers = upstream_request_headers(request, scatter=True)
         call = self.gateway.balancer.call
         path = request.uri.partition(b"?")[0]
-        for i, shard in enumerate(self.gateway.config.shards):
-            query = paging.shard_query(self.route, self.query, shard.name)
+        for i, shard in enumerate(self.shards):
+            query = paging.shard_query(self.route, self.query, shard)
             target = path + (b"?" + query if query else b"")
             shard_headers = headers if i == 0 else with_new_span(headers, request)
-            self.calls.append(call(shard.name, b"GET", target, shard_headers, None,
+            self.calls.append(call(shard, b"GET", target, shard_headers, None,
                                    Tagged(self, i)))
         record_mod.recorded(request, self.core.outcome)
         request.registerProducer(self, True)  # may pause us at once: the calls exist

@@ -17,7 +17,8 @@ from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from ..core.errors import BodyTooLarge, ClientError, error_body
+from ..core.directory import Pending
+from ..core.errors import BodyTooLarge, ClientError, TryLater, error_body
 from ..core.routing import Match
 from ..core.keys import Partner, authorize
 from ..core.tracing import TraceContext, request_id, trace_context
@@ -27,12 +28,16 @@ from . import record as record_mod
 from . import limits as limits_mod
 from . import relay as relay_mode
 from .errors import refuse, respond_error
+from .anyshard import AnyResponse
 from .find import FindResponse
 from .gateway import Gateway
 from .relay import Relay
 from .scatter import ScatterResponse
 
 log = Logger(namespace="shardstream")
+
+# Directory answers a request may wait for (fetch, place, fetch again at most).
+MAX_DIRECTORY_ROUNDS = 3
 SERVER = b"shardstream"  # the Server field: a name, no versions
 
 
@@ -82,20 +87,37 @@ class GatewayResource(Resource):
         self._dispatch(request, gateway, match)
 
     def _dispatch(self, request: Any, gateway: Gateway, match: Match) -> None:
+        # Its own step: a directory lookup it waits for runs this part again, not the checks.
+        self._guarded(request, self._start, request, gateway, match)
+
+    def _start(self, request: Any, gateway: Gateway, match: Match) -> None:
         if getattr(request, "relay", None) is not None:
             request.relay.attach()  # started when the headers came in
         elif match.route.mode == "scatter":
-            ScatterResponse(request, gateway, match.route).start()
+            ScatterResponse(request, gateway, match.route, match.params).start()
         elif match.route.mode == "find":
             FindResponse(request, gateway, match).start()
+        elif match.route.mode == "any":
+            AnyResponse(request, gateway, match).start()
         else:
             relay_mode.start(request, gateway, match)
 
-    def _guarded(self, request: Any, step: Any, *args: Any) -> None:
+    def _guarded(self, request: Any, step: Any, *args: Any, _asked: int = 0) -> None:
         """Run a step of a request: a ClientError is its answer; any other
-        error is logged and answered 500."""
+        error is logged and answered 500. A step that needs the shard
+        directory first (Pending) runs again once it has answered."""
         try:
             step(*args)
+        except Pending as e:
+            if _asked >= MAX_DIRECTORY_ROUNDS:  # a fetched answer must be in memory now
+                refuse(request, TryLater("the shard directory does not answer; try again",
+                                         retry_after=1, code="directory_unavailable"))
+                return
+            gateway = getattr(request, "gateway", None) or self.gateway
+            d = gateway.directory.resolve(e)
+            d.addCallback(lambda _: None if request.finished or request._disconnected
+                          else self._guarded(request, step, *args, _asked=_asked + 1))
+            d.addErrback(lambda f: self._directory_failed(request, f))
         except ClientError as e:
             refuse(request, e)
         except Exception:
@@ -105,6 +127,17 @@ class GatewayResource(Resource):
             if not request.startedWriting and not request.finished:
                 respond_error(request, 500, "internal_error",
                               "the gateway failed on this request; it is logged")
+
+
+    def _directory_failed(self, request: Any, failure: Any) -> None:
+        if request.finished or request._disconnected:
+            return
+        if failure.check(ClientError):
+            refuse(request, failure.value)
+            return
+        log.failure("internal error in a shard directory lookup", failure)
+        respond_error(request, 500, "internal_error",
+                      "the gateway failed on this request; it is logged")
 
 
 class GatewayRequest(server.Request):

@@ -25,11 +25,11 @@ def test_good_config_loads_into_immutable_objects(tmp_path):
     assert c.shards[0].urls == ("http://127.0.0.1:9001",)
     assert c.shards[1].urls == ("https://shard2.internal:8443/api",)
     assert c.routes[0].methods == frozenset({"GET"}) and c.routes[1].methods is None
-    assert c.shard_map["vendor_id"]["v200"] == "s2"
+    assert c.directory["vendor_id"].table["v200"].shard == "s2"
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.server.listen = "x"
     with pytest.raises(TypeError):
-        c.shard_map["vendor_id"]["v300"] = "s1"
+        c.directory["vendor_id"].table["v300"] = "s1"
 
 
 BAD = [
@@ -141,11 +141,12 @@ def _documented_keys() -> set[str]:
                                config.ScatterOptions, config.RelayOptions, config.OwnerOptions,
                                config.FindOptions, config.HealthConfig, config.OutlierConfig,
                                config.AdminConfig, config.AuthConfig,
-                               config.RateLimitConfig, config.TLSConfig)
+                               config.RateLimitConfig, config.TLSConfig,
+                               config.DirectoryConfig, config.FallbackConfig)
             for f in dataclasses.fields(cls)} - {"key", "scatter", "relay", "owner", "find",
-                                                 "keys"}
+                                                 "keys", "kind", "table"}
     keys |= {"urls", "secret_env", "secret_file", "secret_credential", "keys_file",
-             "keys_credential"}
+             "keys_credential", "prefix", "accepts_new", "weight"}
     return keys
 
 
@@ -348,7 +349,7 @@ def test_changes_say_what_a_reload_changes_and_never_the_secret(monkeypatch):
     new = config.parse(data, "<new>")
     assert config.changes(old, new) == [
         "shards added: s3", "shards removed: s2", "shard replicas changed: s1",
-        "routes added: /v3/tours (scatter, GET)", "shard_map changed", "[upstream] changed",
+        "routes added: /v3/tours (scatter, GET)", "directory changed", "[upstream] changed",
         "cursor secret changed"]
     assert not any("s" * 20 in line for line in config.changes(old, new))
 

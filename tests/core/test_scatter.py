@@ -371,7 +371,8 @@ def test_the_factory_builds_from_route_query_accept_and_secret():
     lines = out.body.splitlines()
     assert json.loads(lines[0]) == {"k": 3}  # descending, limit 1
     cursor = json.loads(lines[1])["meta"]["next_cursor"]
-    assert paging.parse(route, {b"cursor": [cursor.encode()]}, SECRET).positions == {"a": 1, "b": 0}
+    parsed = paging.parse(route, {b"cursor": [cursor.encode()]}, SECRET, shards=["a", "b"])
+    assert parsed.positions == {"a": 1, "b": 0}
     strict = scatter_for(route, q, ["a"], None, SECRET)
     assert strict.failed(0, ShardError("x", "y")) == [LATER]  # partial = false: strict
 
@@ -406,7 +407,7 @@ def shard_body(items, query: dict[str, list[str]]) -> bytes:
 
 def run_page(shards, route, client_args, rng):
     names = [f"s{i}" for i in range(len(shards))]
-    q = paging.parse(route, client_args, SECRET)
+    q = paging.parse(route, client_args, SECRET, shards=names)
     sc = scatter_for(route, q, names, None, SECRET)
     out = Shell(sc)
     bodies = {}

@@ -12,6 +12,7 @@ bodies at it with the same checks.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -154,6 +155,8 @@ def test_malformed_input_gets_a_clear_answer(gateway, path, segment, query, auth
         headers["Authorization"].encode("latin-1")
     except UnicodeEncodeError:
         return
+    if re.search(r"[\x00-\x1f\x7f]", headers["Authorization"]):
+        return  # http.client refuses to send it: nothing reaches the gateway
     request = urllib.request.Request(url, data=body if method in ("POST", "PUT") else None,
                                      headers=headers, method=method)
     try:

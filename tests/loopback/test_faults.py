@@ -355,7 +355,7 @@ class ReloadDuringStream(FaultTestCase):
                             f'"urls" = ["{self.urls["a"]}", "{localhost}"]')
         with open(self.config_file, "w") as f:
             f.write(text)
-        self.assertTrue(self.service.reload())
+        self.assertTrue((yield self.service.reload()))
         self.assertEqual([s.name for s in self.service.config.shards], ["a"])
         r = yield first
         self.check_document(r.json(), ["a", "b"], {})  # the old shards, to the end
@@ -371,7 +371,7 @@ class ReloadDuringStream(FaultTestCase):
         yield self.wait_for(lambda: self.sims["a"].bytes_sent, what="the shard to stream")
         with open(self.config_file, "a") as f:
             f.write("[upstream]\nbogus = 1\n")
-        self.assertFalse(self.service.reload())
+        self.assertFalse((yield self.service.reload()))
         r = yield first
         self.check_document(r.json(), ["a"], {})
         r = yield self.fetch(base + "/v3/events")

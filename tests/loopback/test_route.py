@@ -93,6 +93,17 @@ class RouteTests(GatewayTestCase):
         self.assertEqual(r.json(), {"error": "method not allowed"})  # the shard's own body
 
     @defer.inlineCallbacks
+    def test_a_demo_shard_refuses_a_bad_query_with_400_json_not_a_500(self):
+        """Found by the fuzz test: ``offset=|x`` made the demo shard raise."""
+        base = self.start()
+        for query in ("offset=%7C%C3%BC", "limit=-1", "offset=1e3", "sort=a..b", "limit=%FF"):
+            r = yield self.fetch(base + "/v3/vendors/v1/events?" + query)
+            self.assertEqual(r.code, 400, query)
+            self.assertEqual(r.json()["error"]["code"], "bad_query", query)
+        r = yield self.fetch(base + "/v3/vendors/v1/events?offset=1&limit=2")
+        self.assertEqual(r.code, 200)
+
+    @defer.inlineCallbacks
     def test_unreachable_shard_is_502(self):
         self.shard("s1")
         base = self.gateway(routes=ROUTES, shard_map=SHARD_MAP,
