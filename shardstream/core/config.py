@@ -257,13 +257,6 @@ class DirectoryConfig:
 
 
 @dataclass(frozen=True)
-class FallbackConfig:
-    """A path no route names."""
-
-    mode: str = "404"
-
-
-@dataclass(frozen=True)
 class Route:
     """One ``[[routes]]`` entry. Only the options of its mode are set:
     ``scatter`` for a scatter route, ``relay`` and ``owner`` for a route-mode

@@ -44,13 +44,10 @@ return redis.call('HGET', KEYS[1], ARGV[1])
 """
 
 
-class _Stamp:
+def _stamp(path: str) -> tuple[int, int, int]:
     """A file's identity for a reload: unchanged files are not read again."""
-
-    @staticmethod
-    def of(path: str) -> tuple[int, int, int]:
-        st = os.stat(path)
-        return st.st_ino, st.st_size, st.st_mtime_ns
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def read_file(config: Config, kind: str) -> OwnerTable:
@@ -74,7 +71,7 @@ def read_files(config: Config, previous: "Directory | None" = None
         if dc.file is None:
             continue
         try:
-            stamp = _Stamp.of(dc.file)
+            stamp = _stamp(dc.file)
         except OSError as e:
             raise core.BadDirectoryFile(f"{dc.file}: cannot read: {e.strerror or e}") from None
         old = previous._files.get(kind) if previous is not None else None

@@ -142,7 +142,7 @@ def _documented_keys() -> set[str]:
                                config.FindOptions, config.HealthConfig, config.OutlierConfig,
                                config.AdminConfig, config.AuthConfig,
                                config.RateLimitConfig, config.TLSConfig,
-                               config.DirectoryConfig, config.FallbackConfig)
+                               config.DirectoryConfig)
             for f in dataclasses.fields(cls)} - {"key", "scatter", "relay", "owner", "find",
                                                  "keys", "kind", "table"}
     keys |= {"urls", "secret_env", "secret_file", "secret_credential", "keys_file",
