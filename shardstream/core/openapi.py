@@ -42,7 +42,10 @@ def _gateway_errors(config: Config, *codes: int) -> dict[str, Any]:
              429: "over the partner's rate or concurrency limit (rate_limited, "
                   "concurrency_limited), with Retry-After",
              502: "the shards failed (shards_failed, shard_unavailable)",
-             503: "the rate limits cannot be checked (rate_limit_unavailable)",
+             503: "try again after Retry-After: a list page has no items because only failed "
+                  "shards still have some (shards_unavailable, with the cursor to retry), "
+                  "the rate limits cannot be checked (rate_limit_unavailable), a tenant "
+                  "is moving (tenant_moving)",
              504: "the shards timed out (shards_timeout, shard_timeout)"}
     out = {str(code): _error(texts[code]) for code in codes}
     if config.auth is None:
@@ -167,7 +170,7 @@ def document(config: Config) -> dict[str, Any]:
                                                "items_delivered": {"type": "integer"}}},
                 "List": {"type": "object", "required": ["data", "meta"], "properties": {
                     "data": {"type": "array", "items": {}},
-                    "meta": {"type": "object", "required": ["shards"], "properties": {
+                    "meta": {"type": "object", "required": ["shards", "complete"], "properties": {
                         "shards": {"type": "object", "required": ["total", "succeeded",
                                                                   "failed"],
                                    "properties": {"total": {"type": "integer"},
@@ -175,6 +178,9 @@ def document(config: Config) -> dict[str, Any]:
                                                   "failed": {"type": "array", "items": {
                                                       "$ref": "#/components/schemas/"
                                                               "FailedShard"}}}},
+                        "complete": {"type": "boolean", "description":
+                                     "every shard asked succeeded: only the requested "
+                                     "limit cut this page (next_cursor has the rest)"},
                         "total": {"type": ["integer", "null"]},
                         "total_excludes": {"type": "array", "items": {"type": "string"}},
                         "next_cursor": {"type": ["string", "null"]}}}}},

@@ -17,10 +17,14 @@ the reactor turn. Every decision about the request is taken here:
   an item that cannot be encoded), the shards the page no longer needs once
   its limit is reached, and every shard when the request ends early;
 - **the status**: 200 once there is something to send; 502/504 (or the
-  shards' common 4xx) when every shard failed first. In strict mode
-  (``partial=false``) a failure before the response is committed becomes an
-  error answer naming every shard that failed in the same turn; after it,
-  the connection is aborted, so a cut document never looks complete.
+  shards' common 4xx) when every shard failed first; 503 with Retry-After
+  when a page would be empty only because the shards that still have items
+  failed (a client following cursors would otherwise spin through empty
+  pages). In strict mode (``partial=false``) nothing is committed before
+  every shard answered 2xx, so the usual failures (refused, 5xx, no headers
+  in time) become an error answer naming every shard that failed in the
+  same turn; a failure after the commit cuts the connection, so a cut
+  document never looks complete.
 
 The document itself: each shard's bytes are parsed, merged, the offset
 skipped, the limit applied, ids rewritten and the items encoded, with the
@@ -95,11 +99,13 @@ class Answer:
 
     status: int
     body: bytes
+    retry_after: int | None = None  # seconds, for a Retry-After field
 
 
 @dataclass(frozen=True, slots=True)
 class Abort:
-    """Cut the client's connection: what was sent must not look complete."""
+    """End the client's connection without ending the document: what was
+    written still reaches the client, the end of the body never does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +125,7 @@ class _Shard:
     """One shard's part of the request."""
 
     __slots__ = ("index", "name", "parser", "start", "returned", "consumed", "delivered",
-                 "state", "error", "paused")
+                 "state", "error", "paused", "answered")
 
     def __init__(self, index: int, name: str, parser: ItemParser, start: int) -> None:
         self.index, self.name, self.parser, self.start = index, name, parser, start
@@ -129,6 +135,7 @@ class _Shard:
         self.state = READING  # ENDED cleanly, FAILED, RELEASED (not needed), STOPPED (no outcome)
         self.error: ShardError | None = None
         self.paused = False
+        self.answered = False  # its 2xx headers are in
 
 
 class Scatter:
@@ -151,6 +158,8 @@ class Scatter:
         strict: bool = False,
         queue_bound: int = 128,
         foreign: Callable[[str, Any], bool] | None = None,
+        retry_after: int = 1,
+        strict_buffer: int = 1 << 20,
     ) -> None:
         starts = starts or {}
         self._shards = [_Shard(i, name, ItemParser(prefix, total), starts.get(name, 0))
@@ -166,6 +175,13 @@ class Scatter:
         # Is this item of that shard another shard's (its tenant lives there)?
         # Such an item is used up (its shard's position moves on) but never sent.
         self._foreign = foreign
+        # An empty page whose only missing items are failed shards' is a 503:
+        # retry after that long, with a cursor at this page's start.
+        self._retry_after = retry_after
+        # Strict mode holds the items of shards that answered until every shard
+        # has: at most this many bytes, then those shards are paused.
+        self._strict_buffer = strict_buffer
+        self._buffered = 0  # bytes in _out
         self._skip = offset
         self._left = limit  # items still to deliver
         self._quota = quota
@@ -189,7 +205,12 @@ class Scatter:
         """A shard's response headers. Not 2xx: it failed, and :meth:`reading`
         says so (its body is not wanted)."""
         rec = self._shards[shard]
-        if rec.state is not READING or 200 <= status < 300:
+        if rec.state is not READING:
+            return NOTHING
+        if 200 <= status < 300:
+            rec.answered = True
+            if self._strict and not self._committed:
+                return self._sync()  # it may have been the last one to answer
             return NOTHING
         self._close(rec, FAILED, ShardError("status", f"the shard answered {status}",
                                             status=status, attempts=attempts), cancel=False)
@@ -209,9 +230,9 @@ class Scatter:
             self._push(rec, items, cancel=True)
         if self._dirty or self._left is not None and self._left <= 0:
             return self._sync()
+        if not rec.paused and self._hold(rec):
+            self._set_paused(rec, True)
         if self._ordered:
-            if not rec.paused and self._merge.queued(shard) >= self._queue_bound:
-                self._set_paused(rec, True)
             if self._paused and not self._client_paused:
                 self._resume_drained()  # this shard's items may have let others' leave
         if not self._committed and self._ready():
@@ -305,24 +326,12 @@ class Scatter:
                        items={rec.name: rec.delivered for rec in self._shards})
 
     def meta(self) -> dict[str, Any]:
+        """The list's meta, once the document ends."""
         shards = self._shards
-        failed = [
-            {
-                "shard": rec.name,
-                "error": rec.error.code,
-                "message": rec.error.message,
-                "status": rec.error.status,
-                "attempts": rec.error.attempts,
-                "items_delivered": rec.delivered,
-            }
-            for rec in shards if rec.error is not None
-        ]
         meta: dict[str, Any] = {
-            "shards": {
-                "total": len(shards),
-                "succeeded": sum(1 for rec in shards if rec.state in (ENDED, RELEASED)),
-                "failed": failed,
-            }
+            "shards": self._shards_meta(),
+            # One field for "is this everything the request asked for?"
+            "complete": all(rec.error is None for rec in shards),
         }
         if self._want_total:
             known = [rec.parser.total for rec in shards
@@ -333,6 +342,31 @@ class Scatter:
         if self._cursor is not None:
             more = any(self._has_more(rec) for rec in shards)
             meta["next_cursor"] = self._cursor(self._positions()) if more else None
+        return meta
+
+    def _shards_meta(self, sent: bool = True) -> dict[str, Any]:
+        """``sent``: the items counted as delivered reached the client (not
+        in an error answer, which replaces them)."""
+        shards = self._shards
+        failed = [
+            {
+                "shard": rec.name,
+                "error": rec.error.code,
+                "message": rec.error.message,
+                "status": rec.error.status,
+                "attempts": rec.error.attempts,
+                "items_delivered": rec.delivered if sent else 0,
+            }
+            for rec in shards if rec.error is not None
+        ]
+        meta: dict[str, Any] = {
+            "total": len(shards),
+            "succeeded": sum(1 for rec in shards if rec.state in (ENDED, RELEASED)),
+            "failed": failed,
+        }
+        stopped = [rec.name for rec in shards if rec.state is STOPPED]
+        if stopped:  # an error answer: shards let go of with no outcome, not failed
+            meta["cancelled"] = stopped
         return meta
 
     # -- decisions ---------------------------------------------------------------
@@ -360,15 +394,23 @@ class Scatter:
                 if rec.state is READING and not self._wanted(rec):
                     self._close(rec, RELEASED, cancel=True)
         for rec in self._shards:
-            if rec.state is not READING:
-                continue
-            # Past the limit a shard is read only briefly: never hold it for its queue.
-            hold = self._client_paused or (self._ordered and not limit_reached and
-                                           self._merge.queued(rec.index) >= self._queue_bound)
-            if hold != rec.paused:
-                self._set_paused(rec, hold)
+            if rec.state is READING:
+                hold = self._hold(rec)
+                if hold != rec.paused:
+                    self._set_paused(rec, hold)
         self._output()
         return self._emit()
+
+    def _hold(self, rec: _Shard) -> bool:
+        """Should this shard's transport be paused now?"""
+        if self._client_paused:
+            return True
+        if self._left is not None and self._left <= 0:
+            return False  # past the limit a shard is read only briefly: never held
+        if self._ordered and self._merge.queued(rec.index) >= self._queue_bound:
+            return True  # its queue is full: the merge waits for another shard's head
+        # Strict and not committed: what waits for the last shard's headers is bounded.
+        return self._strict and not self._committed and self._buffered >= self._strict_buffer
 
     def _set_paused(self, rec: _Shard, paused: bool) -> None:
         rec.paused = paused
@@ -376,10 +418,9 @@ class Scatter:
         self._actions.append(Pause(rec.index) if paused else Resume(rec.index))
 
     def _resume_drained(self) -> None:
-        """Sorted merge: resume the shards held for a full queue that has room again."""
+        """Resume the shards held for a full queue (or a strict buffer) that has room again."""
         for rec in self._shards:
-            if (rec.paused and rec.state is READING
-                    and self._merge.queued(rec.index) < self._queue_bound):
+            if rec.paused and rec.state is READING and not self._hold(rec):
                 self._set_paused(rec, False)
 
     def _output(self) -> None:
@@ -401,13 +442,26 @@ class Scatter:
         if not self._committed:
             if not self._ready():
                 return
+            if self._strict and not all(r.answered or r.state is not READING
+                                        for r in self._shards):
+                return  # strict: no 200 before every shard's 2xx headers
             if self.all_failed:
                 status, code = failure_answer([r.error for r in self._shards if r.error],
                                               "shards_timeout", "shards_failed")
                 self._answer(status, code, "every shard failed; see meta.shards.failed")
                 return
+            if self.done and not self._started and self._only_failed_have_more():
+                names = ", ".join(r.name for r in self._shards if r.error is not None)
+                self._answer(503, "shards_unavailable",
+                             f"this page has no items because shard {names} failed and every "
+                             "other shard has nothing more; retry the same request after "
+                             "Retry-After", retry_after=self._retry_after,
+                             cursor=self._cursor(self._positions()) if self._cursor else None)
+                return
             self._committed = True
             actions.append(Commit(200, self._encoder.content_type))
+            if self._paused and not self._client_paused:
+                self._resume_drained()  # the strict buffer's hold is over
         data = self._take()
         if data:
             actions.append(Write(data))
@@ -431,9 +485,24 @@ class Scatter:
         self._answer(status, code, f"shard {names} failed and this request asks for a complete "
                      "result (partial=false); see meta.shards.failed")
 
-    def _answer(self, status: int, code: str, message: str) -> None:
+    def _answer(self, status: int, code: str, message: str, *, retry_after: int | None = None,
+                **extra: Any) -> None:
+        """An error instead of the list; its meta tells only what is true of
+        the shards (no cursor, no totals: there is no page)."""
         self._over = True
-        self._actions.append(Answer(status, error_body(code, message, meta=self.meta())))
+        body = error_body(code, message, **extra,
+                          meta={"shards": self._shards_meta(sent=False)})
+        self._actions.append(Answer(status, body, retry_after))
+
+    def _only_failed_have_more(self) -> bool:
+        """Did some shard fail, and may only failed shards still hold items?"""
+        failed = False
+        for rec in self._shards:
+            if rec.error is not None:
+                failed = True
+            elif self._has_more(rec):
+                return False
+        return failed
 
     def _stop_all(self) -> None:
         for rec in self._shards:
@@ -482,6 +551,7 @@ class Scatter:
         if not out:
             return b""
         self._out = []
+        self._buffered = 0
         return b"".join(out)
 
     def _positions(self) -> dict[str, int]:
@@ -566,6 +636,7 @@ class Scatter:
                 if self._left is not None:
                     self._left -= good
                 out.append(chunk)
+                self._buffered += len(chunk)
             if good < len(items):
                 broken.append(rec)
         for rec in broken:  # its later items would leave a hole: drop them all
@@ -595,7 +666,8 @@ class Scatter:
 
 def scatter_for(route: Route, query: paging.ListQuery, shards: Sequence[str],
                 accept: str | None, secret: bytes | None, queue_bound: int = 128,
-                foreign: Callable[[str, Any], bool] | None = None) -> Scatter:
+                foreign: Callable[[str, Any], bool] | None = None,
+                retry_after: int = 1) -> Scatter:
     """The one way a list request's state machine is built: from the route,
     the client's parsed list query, the shards asked, its Accept header and
     the cursor secret."""
@@ -623,4 +695,5 @@ def scatter_for(route: Route, query: paging.ListQuery, shards: Sequence[str],
         strict=not (options.partial if query.partial is None else query.partial),
         queue_bound=queue_bound,
         foreign=foreign,
+        retry_after=retry_after,
     )

@@ -13,6 +13,8 @@ from .service import GatewayService
 from .startup import EX_CONFIG, StartupError, load_config
 from .supervisor import Supervisor, resolve_workers
 
+DEFAULT_PIDFILE = "twistd.pid"  # twistd's own default
+
 
 class Options(usage.Options):
     synopsis = "[--config PATH | --demo] [--listen ENDPOINT]"
@@ -50,6 +52,7 @@ class Options(usage.Options):
         # is in place (when the reactor runs), a SIGHUP is dropped instead:
         # the config is being read anyway.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        _no_default_pidfile_in_the_foreground(getattr(self, "parent", None))
         if self["config"] and self["demo"]:
             raise StartupError("--config and --demo exclude each other", EX_CONFIG)
         if self["listen"]:
@@ -75,6 +78,15 @@ class Options(usage.Options):
                 if listen is not None and listen.split(":", 1)[0] not in config_mod.SHAREABLE:
                     raise StartupError(f"{key} {listen!r}: several workers share a tcp: or "
                                        "systemd: endpoint only", EX_CONFIG)
+
+
+def _no_default_pidfile_in_the_foreground(twistd_options: Any) -> None:
+    """``twistd -n`` (a terminal, systemd) has no use for twistd's default
+    ./twistd.pid, and a stale one can stop the next start (its pid reused,
+    say in a new container). Only a --pidfile naming another file is written."""
+    if (twistd_options is not None and twistd_options.get("nodaemon")
+            and twistd_options.get("pidfile") == DEFAULT_PIDFILE):
+        twistd_options["pidfile"] = ""
 
 
 def make_service(options: Any) -> Any:

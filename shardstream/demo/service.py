@@ -16,6 +16,27 @@ from .inventory import SHARDS, demo_config, shard_sims
 log = Logger(namespace="shardstream")
 
 
+def tour(base: str) -> list[str]:
+    """The start-up message: three commands to paste, and what each proves
+    (README.md's tour starts with the same three)."""
+    slowest, _, delay, _ = SHARDS[-1]
+    return [
+        f"shardstream demo on {base}: try these three in another terminal",
+        f"1. the first items leave before the slowest shard ({slowest}, {delay * 1000:.0f} ms) "
+        "has even answered:",
+        "   curl -s -o /dev/null -w 'first byte after %{time_starttransfer}s, "
+        f"whole list after %{{time_total}}s\\n' {base}/v3/events",
+        "2. a failing shard is named in meta (?demo_fail=apac makes the apac shard cut its "
+        "list half-way):",
+        f"   curl -s -H 'Accept: application/x-ndjson' '{base}/v3/events?demo_fail=apac' "
+        "| tail -n 1",
+        "3. a cursor followed to the end: all 240 events exactly once, 50 a page:",
+        "   .venv/bin/python examples/python/shardstream_client.py "
+        f"'{base}/v3/events?sort=starts_at&limit=50' | wc -l",
+        "more: README.md (A short tour) and docs/partners.md",
+    ]
+
+
 class DemoService(Service):
     """The gateway in front of four embedded demo shards, in one process."""
 
@@ -48,15 +69,7 @@ class DemoService(Service):
             for (name, _, delay, _), url in zip(SHARDS, urls)
         )
         log.info("demo shards: {shards}", shards=shards)
-        for line in (
-            f"try: curl -N {base}/v3/events",
-            f"try: curl -N -H 'Accept: application/x-ndjson' {base}/v3/events",
-            f"try: curl -N '{base}/v3/events?sort=starts_at&limit=5'",
-            f"try: curl {base}/v3/events/eu~i7",
-            f"try: curl {base}/v3/vendors/v300",
-            f"try: curl -X POST -d '{{\"vendor_id\": \"v200\", \"title\": \"Night tram tour\"}}' "
-            f"{base}/v3/events",
-        ):
+        for line in tour(base):
             log.info("{line}", line=line)
 
     @defer.inlineCallbacks

@@ -23,6 +23,10 @@ Sorting uses the gateway's documented order (numbers numerically, strings by
 code point, null and missing last) and is stable, so ties keep the shard's
 own order. ``ignore_sort=True`` makes a shard that answers unsorted,
 ``ignore_limit=True`` one that sends its whole list whatever the limit.
+``fail_first=N`` makes the fault strike only the first N requests (a shard
+that recovers). A list request may ask for a fault itself, as the demo's
+tour does: ``?demo_fail=NAME`` makes the shard NAME cut its body after half
+of its items, ``?demo_fail=NAME:FAULT`` picks another fault of ``FAULTS``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class ShardSim(Resource):
         drip: float = 0.0,
         fail: str | None = None,
         fail_status: int = 500,
+        fail_first: int | None = None,
         batch: int = 100,
         collection: str = "/v3/events",
         vendors: dict[str, dict[str, Any]] | None = None,
@@ -67,6 +72,7 @@ class ShardSim(Resource):
         self.items = list(items or [])
         self.delay, self.drip, self.batch = delay, drip, batch
         self.fail, self.fail_status = fail, fail_status
+        self.fail_first = fail_first  # faults left to strike (None: every request)
         self.collection = collection
         self.vendors = dict(vendors or {})
         self.ignore_sort = ignore_sort
@@ -102,14 +108,15 @@ class ShardSim(Resource):
                                                        "message": "the query is not UTF-8"}})
         if parts == ["healthz"]:
             return self._json(request, 200, {"status": "ok", "shard": self.name})
-        if self.fail in ("status", "hang", "close"):  # these strike every request
-            _ListWriter(self, request, [], 0).start()
+        fault = self._fault(args)
+        if fault in ("status", "hang", "close"):  # these strike every path
+            _ListWriter(self, request, [], 0, fault).start()
             return server.NOT_DONE_YET
         if parts[0] == "echo":
             echoed = self.requests[-1] | {"body": body.decode("latin-1"), "length": len(body)}
             return self._json(request, 200, echoed)
         if parts == coll and method == b"GET":
-            return self._list(request, self._filter(args.get("vendor_id")), args)
+            return self._list(request, self._filter(args.get("vendor_id")), args, fault)
         if parts == coll and method == b"POST":
             try:
                 vendor = json.loads(body)["vendor_id"]
@@ -127,11 +134,24 @@ class ShardSim(Resource):
             return self._one(request, parts[-1], body)
         if len(parts) == 4 and parts[:2] == ["v3", "vendors"] and parts[3] == "events":
             if method == b"GET":
-                return self._list(request, self._filter(parts[2]), args)
+                return self._list(request, self._filter(parts[2]), args, fault)
             if method == b"POST":
                 return self._create(request, parts[2], body)
             return self._json(request, 405, {"error": "method not allowed"})
         return self._json(request, 404, {"error": {"code": "not_found", "message": "no such path"}})
+
+    def _fault(self, args: dict[str, str]) -> str | None:
+        """The fault this request meets: the configured one, or one it asks for."""
+        asked = args.get("demo_fail")
+        if asked is not None:
+            name, _, kind = asked.partition(":")
+            return (kind or "cut") if name == self.name and (kind or "cut") in FAULTS else None
+        if self.fail is None or self.fail_first is None:
+            return self.fail
+        if self.fail_first <= 0:
+            return None
+        self.fail_first -= 1
+        return self.fail
 
     def _filter(self, vendor: str | None) -> list[dict[str, Any]]:
         """``vendor_id=v1`` or ``vendor_id=v1,v2``: those vendors' items."""
@@ -180,7 +200,8 @@ class ShardSim(Resource):
         self.items.append(item)
         return self._json(request, 201, {"data": item})
 
-    def _list(self, request: Any, items: list[dict[str, Any]], args: dict[str, str]) -> Any:
+    def _list(self, request: Any, items: list[dict[str, Any]], args: dict[str, str],
+              fault: str | None) -> Any:
         if "sort" in args and not self.ignore_sort:
             from ..core.merge import sort_key  # the order the gateway documents and expects
 
@@ -203,7 +224,7 @@ class ShardSim(Resource):
         items = items[bounds.get("offset", 0):]
         if "limit" in bounds and not self.ignore_limit:
             items = items[: bounds["limit"]]
-        _ListWriter(self, request, items, total).start()
+        _ListWriter(self, request, items, total, fault).start()
         return server.NOT_DONE_YET
 
 
@@ -211,15 +232,16 @@ class ShardSim(Resource):
 class _ListWriter:
     """Streams ``{"data":[...],"meta":{"total":N}}`` with the shard's latency and fault."""
 
-    def __init__(self, sim: ShardSim, request: Any, items: list[Any], total: int) -> None:
-        self.sim, self.request, self.total = sim, request, total
+    def __init__(self, sim: ShardSim, request: Any, items: list[Any], total: int,
+                 fault: str | None) -> None:
+        self.sim, self.request, self.total, self.fault = sim, request, total, fault
         self.encoded = [json.dumps(i).encode() for i in items]
         self.pos = 0
         self.paused = False
         self.done = False
         self.timer: Any = None
         # Faults that strike mid-body do so after half of the items.
-        self.break_at = max(1, len(items) // 2) if sim.fail in ("hang_body", "cut", "garbage") else None
+        self.break_at = max(1, len(items) // 2) if fault in ("hang_body", "cut", "garbage") else None
 
     def start(self) -> None:
         self.request.notifyFinish().addBoth(self._finished)
@@ -239,13 +261,13 @@ class _ListWriter:
     def _begin(self) -> None:
         self.timer = None
         sim, request = self.sim, self.request
-        if sim.fail == "hang":
+        if self.fault == "hang":
             return
-        if sim.fail == "close":
+        if self.fault == "close":
             self.done = True
             request.channel.transport.abortConnection()
             return
-        if sim.fail == "status":
+        if self.fault == "status":
             self.done = True
             request.setResponseCode(sim.fail_status)
             request.setHeader(b"content-type", b"application/json")
@@ -283,7 +305,7 @@ class _ListWriter:
         self.timer = sim.reactor.callLater(sim.drip, self._next)
 
     def _break(self) -> None:
-        fail = self.sim.fail
+        fail = self.fault
         if fail == "garbage":
             self._write(b",{not json at all<<<")
             return  # keep the connection open: the gateway must notice by itself

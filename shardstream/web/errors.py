@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from twisted.internet.interfaces import ITCPTransport
 from twisted.web.server import Request
 
 from ..core.errors import ClientError, TryLater, Unauthorized, error_body
 from ..core.routing import MethodNotAllowed
+from . import record as record_mod
+
+# A cut response's last bytes get this long to reach a slow client.
+CUT_FLUSH_SECONDS = 5.0
 
 
 def send_json(request: Request, status: int, body: bytes) -> None:
@@ -38,3 +43,18 @@ def refuse(request: Request, error: ClientError) -> None:
     if isinstance(error, TryLater):
         request.setHeader(b"retry-after", str(error.retry_after).encode())
     send_json(request, error.status, error.body())
+
+
+def cut_response(request: Request, reactor: Any) -> None:
+    """End a response that began and cannot be completed: the connection
+    closes without the body's end (no last chunk, no closing bracket), so no
+    client mistakes it for a complete one. What was written is flushed first:
+    an abort would drop the bytes still in the transport's buffer, status
+    line included. A client that does not read them is reset after
+    CUT_FLUSH_SECONDS."""
+    record_mod.cut(request)
+    # Typed an optional ITransport: a connected client's is TCP (or TLS over TCP).
+    transport = cast(ITCPTransport, request.channel.transport)
+    transport.loseConnection()
+    timer = reactor.callLater(CUT_FLUSH_SECONDS, transport.abortConnection)
+    request.notifyFinish().addBoth(lambda _: timer.cancel() if timer.active() else None)

@@ -16,10 +16,10 @@ complete.
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer, ITCPTransport
+from twisted.internet.interfaces import IPushProducer
 from twisted.web.client import FileBodyProducer
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from twisted.web.server import Request
@@ -33,7 +33,7 @@ from ..core.retry import BODY_METHODS, WRITES
 from ..core.routing import FindInstead, Match
 from ..upstream.balancer import BalancedCall
 from . import record as record_mod
-from .errors import respond_error
+from .errors import cut_response, respond_error
 from .headers import end_to_end, upstream_request_headers
 from .upload import StreamedUpload
 
@@ -191,9 +191,7 @@ class Relay:
         self.error = error
         if self.committed and self._rewrite is None:
             self.gone = True
-            record_mod.cut(request)
-            # Typed an optional ITransport: a connected client's is TCP (or TLS over TCP).
-            cast(ITCPTransport, request.channel.transport).abortConnection()
+            cut_response(request, self.gateway.client.reactor)
             return
         status, code = failure_answer([error], "shard_timeout", "shard_unavailable")
         self._error(status, code, f"shard {self.shard}: {error.message}", shard_error=error.code)

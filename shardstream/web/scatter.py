@@ -15,18 +15,19 @@ execution.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from urllib.parse import parse_qs
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, ITCPTransport
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 from zope.interface import implementer
 
 from ..core import paging
-from ..core.config import Route
+from ..core.config import Config, Route
 from ..core.directory import Pending
 from ..core.errors import ClientError, ShardError
 from ..observe.metrics import metrics
@@ -35,7 +36,7 @@ from ..core.scatter import (Abort, Action, Answer, Cancel, Commit, Finish, Later
 from ..upstream.balancer import BalancedCall
 from ..upstream.sink import Tagged
 from . import record as record_mod
-from .errors import send_json
+from .errors import cut_response, send_json
 from .headers import upstream_request_headers, with_new_span
 
 if TYPE_CHECKING:
@@ -66,6 +67,13 @@ def target_keys(route: Route, args: Mapping[bytes, list[bytes]],
             raise paging.BadListQuery(f"{name} is not valid UTF-8") from None
         keys += [k for k in text.split(",") if k]
     return keys
+
+
+def query_args(query: str) -> dict[bytes, list[bytes]]:
+    """A raw query string's parameters as bytes, as twisted.web's ``request.args``
+    (percent-escapes decoded to bytes, whatever they encode)."""
+    return {k.encode("latin-1"): [v.encode("latin-1") for v in vs]
+            for k, vs in parse_qs(query, encoding="latin-1").items()}
 
 
 def _targets(gateway: "Gateway", route: Route, args: Mapping[bytes, list[bytes]],
@@ -107,6 +115,12 @@ def _foreign(gateway: "Gateway", route: Route) -> Callable[[str, Any], bool] | N
     return foreign
 
 
+def empty_page_retry_after(config: Config) -> int:
+    """Seconds before an empty page of failed shards is worth asking again:
+    an ejected replica is tried again after the base ejection time."""
+    return max(1, math.ceil(config.outlier.base_ejection))
+
+
 @implementer(IPushProducer)
 class ScatterResponse:
     """One list request. Raises paging.BadListQuery (400) before any shard is asked."""
@@ -120,8 +134,7 @@ class ScatterResponse:
         self.query = paging.parse(route, request.args, config.cursor_secret,
                                   request.uri.partition(b"?")[2], shards=config.shard_names)
         # From the list's own filters: a cursor page has them in its cursor.
-        self.shards = _targets(gateway, route, parse_qs(self.query.filters.encode("latin-1")),
-                               params or {})
+        self.shards = _targets(gateway, route, query_args(self.query.filters), params or {})
         if (self.query.positions is not None and len(self.shards) < len(config.shards)
                 and set(self.query.positions) != set(self.shards)):
             raise ListOwnersChanged(
@@ -131,7 +144,8 @@ class ScatterResponse:
         self.core = scatter_for(route, self.query, self.shards,
                                 accept.decode("latin-1") if accept else None,
                                 config.cursor_secret, queue_bound=config.server.merge_queue,
-                                foreign=_foreign(gateway, route))
+                                foreign=_foreign(gateway, route),
+                                retry_after=empty_page_retry_after(config))
         self.reactor = gateway.client.reactor
         self.calls: list[BalancedCall] = []
         self._queue: deque[Action] = deque()
@@ -235,13 +249,13 @@ class ScatterResponse:
 
     def _answer(self, action: Answer) -> None:
         self.request.unregisterProducer()
+        if action.retry_after is not None:
+            self.request.setHeader(b"retry-after", b"%d" % action.retry_after)
         send_json(self.request, action.status, action.body)
 
     def _abort(self, action: Abort) -> None:
         self.request.unregisterProducer()
-        record_mod.cut(self.request)
-        # Typed an optional ITransport: a connected client's is TCP (or TLS over TCP).
-        cast(ITCPTransport, self.request.channel.transport).abortConnection()
+        cut_response(self.request, self.reactor)
 
     def _later(self, action: Later) -> None:
         self._ticks.append(self.reactor.callLater(0, self._turn_over))

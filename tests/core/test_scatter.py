@@ -66,6 +66,10 @@ class Shell:
             elif a is LATER:
                 self.later += 1
 
+    def response(self, i: int, status: int) -> bool:
+        self.run(self.sc.response(i, status))
+        return self.sc.reading(i)
+
     def data(self, i: int, chunk: bytes) -> bool:
         self.run(self.sc.data(i, chunk))
         return self.sc.reading(i)
@@ -161,7 +165,7 @@ def test_scatter_with_no_items_at_all_is_still_a_document():
     out.end(0)
     out.data(1, b'{"data":[]}')
     out.end(1)
-    assert out.body == b'{"meta":{"shards":{"total":2,"succeeded":2,"failed":[]}}}\n'
+    assert out.body == b'{"meta":{"shards":{"total":2,"succeeded":2,"failed":[]},"complete":true}}\n'
     assert out.content_type == b"application/x-ndjson"
 
 
@@ -340,8 +344,11 @@ def test_a_strict_failure_waits_for_the_end_of_its_own_turn():
 def test_strict_mode_aborts_a_committed_response():
     sc = Scatter(["a", "b"], "data.item", JSONListEncoder(), strict=True)
     out = Shell(sc)
+    out.response(0, 200)
     out.data(0, b'{"data":[{"i":1},')
-    assert out.status == 200
+    assert out.status is None  # b has not answered yet
+    out.response(1, 200)
+    assert out.status == 200 and out.body == b'{"data":[{"i":1}'
     out.failed(1, ShardError("truncated", "the connection closed in the middle of the body"))
     assert out.aborted and out.cancelled == [0] and not out.finished
 
@@ -479,3 +486,122 @@ def test_limit_and_offset_slice_the_merged_list(keys, offset, limit, rng):
     everything = sorted((i for shard in shards for i in shard),
                         key=lambda i: (sort_key("k")(i), i["s"], i["n"]))
     assert doc["data"] == everything[offset: offset + limit]
+
+
+# -- strict mode commits late; an empty page of failed shards is a 503 ----------------
+
+
+def test_strict_mode_commits_only_once_every_shard_answered_2xx():
+    """The usual failures (a 5xx, refused, no headers) come before the last
+    shard's headers: holding the 200 until then makes them clean 502s."""
+    sc = Scatter(["a", "b"], "data.item", JSONListEncoder(), strict=True)
+    out = Shell(sc)
+    out.response(0, 200)
+    out.data(0, b'{"data":[{"i":1},{"i":2}')
+    assert out.status is None and out.later == 0  # nothing to tick for: b's headers
+    out.response(1, 500)
+    out.turn()
+    assert out.status is None and out.answer.status == 502
+    error = json.loads(out.answer.body)["error"]
+    assert [f["shard"] for f in error["meta"]["shards"]["failed"]] == ["b"]
+    # Only what is true: a was let go of, not failed; no page, so no cursor or totals.
+    assert error["meta"] == {"shards": {"total": 2, "succeeded": 0, "cancelled": ["a"],
+                                        "failed": error["meta"]["shards"]["failed"]}}
+    assert out.cancelled == [0]
+
+
+def test_partial_mode_still_sends_the_first_item_before_the_others_answer():
+    sc = Scatter(["a", "b"], "data.item", JSONListEncoder())
+    out = Shell(sc)
+    out.response(0, 200)
+    out.data(0, b'{"data":[{"i":1},')
+    assert out.status == 200 and out.body == b'{"data":[{"i":1}'
+
+
+def test_strict_mode_holds_a_bounded_buffer_while_it_waits_for_the_last_headers():
+    sc = Scatter(["a", "b"], "data.item", JSONListEncoder(), strict=True, strict_buffer=40)
+    out = Shell(sc)
+    out.response(0, 200)
+    out.data(0, b'{"data":[{"i":1},{"i":2},')
+    assert out.paused == set()
+    out.data(0, b'{"i":3},{"i":4},{"i":5},{"i":6},{"i":7},')
+    assert out.paused == {0} and out.status is None  # a waits; nothing is lost
+    out.response(1, 200)
+    assert out.status == 200 and out.paused == set()
+    out.data(0, b'{"i":8}]}')
+    out.end(0)
+    out.data(1, b'{"data":[]}')
+    out.end(1)
+    assert [i["i"] for i in out.doc()["data"]] == list(range(1, 9))
+    assert out.doc()["meta"]["complete"] is True
+
+
+def test_strict_mode_names_a_shard_that_failed_before_its_headers_as_the_only_failure():
+    sc = Scatter(["a", "b", "c"], "data.item", JSONListEncoder(), strict=True)
+    out = Shell(sc)
+    out.response(0, 200)
+    out.data(0, b'{"data":[{"i":1}]}')
+    out.end(0)
+    out.response(1, 200)
+    out.failed(2, ShardError("no_healthy_replica", "every replica is ejected"))
+    out.turn()
+    shards = json.loads(out.answer.body)["error"]["meta"]["shards"]
+    assert shards["succeeded"] == 1 and shards["cancelled"] == ["b"]
+    assert [f["shard"] for f in shards["failed"]] == ["c"]
+
+
+def test_meta_says_complete_only_when_every_shard_succeeded():
+    sc = Scatter(["a", "b"], "data.item", JSONListEncoder())
+    out = Shell(sc)
+    out.data(0, b'{"data":[{"i":1}]}')
+    out.end(0)
+    out.data(1, b'{"data":[{"i":2},')
+    out.failed(1, ShardError("truncated", "the connection closed in the middle of the body"))
+    meta = out.doc()["meta"]
+    assert meta["complete"] is False and meta["shards"]["failed"][0]["items_delivered"] == 1
+
+
+def test_a_page_with_no_items_because_only_failed_shards_have_more_is_a_503():
+    """A chain would otherwise spin through empty pages (or the same empty
+    page forever, for a shard that always fails at the same item)."""
+    cursors = []
+
+    def cursor(positions):
+        cursors.append(dict(positions))
+        return "C" + ",".join(f"{k}={v}" for k, v in sorted(positions.items()))
+
+    sc = Scatter(["a", "b"], "data.item", JSONListEncoder(), limit=2, quota=2,
+                 starts={"a": 5, "b": 3}, total="meta.total", cursor=cursor)
+    out = Shell(sc)
+    out.data(0, b'{"data":[],"meta":{"total":5}}')  # a has run out
+    out.end(0)
+    out.failed(1, ShardError("no_healthy_replica", "every replica is ejected"))
+    assert out.status is None and out.answer.status == 503
+    assert out.answer.retry_after == 1
+    error = json.loads(out.answer.body)["error"]
+    assert error["code"] == "shards_unavailable"
+    assert error["cursor"] == "Ca=5,b=3"  # the page's own start: retry it
+    assert [f["shard"] for f in error["meta"]["shards"]["failed"]] == ["b"]
+
+
+def test_an_empty_page_with_a_healthy_shard_that_may_have_more_is_not_a_503():
+    """a's page was all another shard's items (a tenant moving): the next
+    page moves on, so an empty page here makes progress."""
+    sc = Scatter(["a", "b"], "data.item", JSONListEncoder(), limit=2, quota=2,
+                 cursor=lambda p: "C", foreign=lambda shard, item: True)
+    out = Shell(sc)
+    out.data(0, b'{"data":[{"i":1},{"i":2}]}')  # as many as asked for: it may have more
+    out.end(0)
+    out.failed(1, ShardError("connect_refused", "connection refused"))
+    assert out.answer is None and out.status == 200
+    assert out.doc()["meta"]["next_cursor"] == "C"
+
+
+def test_a_page_with_items_and_a_failed_shard_is_a_200_as_before():
+    sc = Scatter(["a", "b"], "data.item", JSONListEncoder(), cursor=lambda p: "C",
+                 retry_after=7)
+    out = Shell(sc)
+    out.data(0, b'{"data":[{"i":1}]}')
+    out.end(0)
+    out.failed(1, ShardError("connect_refused", "connection refused"))
+    assert out.answer is None and out.status == 200 and out.doc()["meta"]["complete"] is False

@@ -29,7 +29,7 @@ def test_demo_mode_starts_four_shards_and_answers(tmp_path):
     port = listen_port()
     proc = twistd(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1")
     try:
-        lines = wait_for_line(proc, "try: curl -N")
+        lines = wait_for_line(proc, "more: README.md")
         assert any("demo shards:" in line for line in lines)
         status, body = get(f"http://127.0.0.1:{port}/v3/events")
         assert status == 200
@@ -87,7 +87,7 @@ def test_the_access_log_names_the_request_id_and_the_trace_id(tmp_path):
     port = listen_port()
     proc = twistd(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1")
     try:
-        wait_for_line(proc, "try: curl -N")
+        wait_for_line(proc, "more: README.md")
         trace = "4bf92f3577b34da6a3ce929d0e0e4736"
         status, _ = get(f"http://127.0.0.1:{port}/v3/events?limit=1",
                         {"X-Request-ID": "ops-7", "traceparent": f"00-{trace}-00f067aa0ba902b7-01"})
@@ -222,7 +222,7 @@ def test_sigterm_lets_an_in_flight_stream_finish(tmp_path):
 
     port = listen_port()
     proc = twistd(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1")
-    wait_for_line(proc, "try: curl -N")
+    wait_for_line(proc, "more: README.md")
     got = {}
 
     def fetch():

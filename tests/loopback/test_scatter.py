@@ -35,6 +35,7 @@ class InterleavedTests(GatewayTestCase):
         self.assertEqual(ids(doc), expected)
         self.assertEqual(len(doc["data"]), len(expected))  # nothing twice
         self.assertEqual(doc["meta"], {"shards": {"total": 4, "succeeded": 4, "failed": []},
+                                       "complete": True,
                                        "next_cursor": None})
         self.assertEqual(list(doc), ["data", "meta"])  # meta last
 
