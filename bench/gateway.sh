@@ -4,11 +4,15 @@
 #   PORT        listen on 127.0.0.1:$PORT
 #   MERGE       concat (we interleave: first item first) | starts_at (ordered merge)
 #   SHARD_TIMEOUT  per-shard deadline, seconds
-# SHARDSTREAM_PYTHON picks the interpreter (default: the bench venv's);
-# SHARDSTREAM_WORKERS the worker processes (default auto: one per core).
+# SHARDSTREAM_PYTHON picks the interpreter (default: the bench venv's, with shardstream
+# installed); with it the source tree's package and plugin run (PYTHONPATH, as the tests do);
+# SHARDSTREAM_WORKERS the worker processes (default auto: one per core);
+# SHARDSTREAM_PARTIAL=false puts the route in strict mode (`partial = false`: no 200 before
+# every shard's 2xx headers), as `?partial=false` would (the kit's URL has no query).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 py=${SHARDSTREAM_PYTHON:-$here/out/venv/bin/python}
+[ -z "${SHARDSTREAM_PYTHON:-}" ] || export PYTHONPATH="$(dirname "$here")${PYTHONPATH:+:$PYTHONPATH}"
 conf=$(mktemp "${TMPDIR:-/tmp}/shardstream-bench-XXXXXX.toml")
 "$py" - "$conf" <<'PY'
 import os, sys
@@ -30,6 +34,8 @@ lines += ["[[routes]]", 'path = "/items"', 'mode = "scatter"', 'items = "data.it
           'sort = ["starts_at"]']
 if merge == "starts_at":
     lines.append('default_sort = "starts_at"')
+if os.environ.get("SHARDSTREAM_PARTIAL", "true") == "false":
+    lines.append("partial = false")
 open(sys.argv[1], "w").write("\n".join(l for l in lines if l) + "\n")
 PY
 exec "$py" -c "from twisted.scripts.twistd import run; run()" -n --pidfile= \

@@ -91,6 +91,52 @@ def check(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+STRICT_GATEWAYS = ("direct", "direct-fast", "gogw", "flaskgw", "shardstream", "shardstream-strict")
+STRICT_FIGURES = (("ttfi_p50", "ttfi_ms", "p50"), ("ttfi_p99", "ttfi_ms", "p99"),
+                  ("ttlb_p50", "ttlb_ms", "p50"), ("ttlb_p99", "ttlb_ms", "p99"))
+
+
+def strict(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 14: strict mode (gateway shardstream-strict, `partial = false`) beside partial
+    mode and the anchors, per (scenario, merge, c) that has a strict row; ratios to gogw."""
+    rows = []
+    cases = sorted({(r["tags"]["scenario"], r["tags"].get("merge"), r["c"]) for r in runs
+                    if r.get("tags", {}).get("gateway") == "shardstream-strict"})
+    for sc, merge, c in cases:
+        anchor = find(runs, sc, "gogw", merge, c)
+        for gw in STRICT_GATEWAYS:
+            run = find(runs, sc, gw, None if gw.startswith("direct") else merge, c)
+            if run is None:
+                continue
+            figs = {k: metric(run, m, st) for k, m, st in STRICT_FIGURES}
+            ratios = {k: figs[k] / metric(anchor, m, st) for k, m, st in STRICT_FIGURES}
+            rows.append({"scenario": sc, "merge": "-" if gw.startswith("direct") else merge,
+                         "c": c, "gateway": gw, "ms": figs, "vs_gogw": ratios,
+                         "errors": run.get("errors")})
+    return rows
+
+
+def strict_md(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    f = lambda x, unit="": "-" if math.isnan(x) else f"{x:.{2 if unit else 1}f}{unit}"  # noqa: E731
+    keys = [k for k, _, _ in STRICT_FIGURES]
+    lines = ["", "## Strict mode (`partial = false`) beside partial mode", "",
+             "shardstream-strict = the same gateway with `partial = false` on the route (no 200 "
+             "before every shard's 2xx headers). Floors: partial TTFI ≥ direct-fast's (fastest "
+             "shard's first item), strict TTFI ≥ direct's (slowest shard's headers), TTLB ≥ "
+             "direct's. Ratios ÷ gogw in the same run.", "",
+             "| scenario | merge | c | gateway | TTFI p50 | TTFI p99 | TTLB p50 | TTLB p99 | "
+             "TTFI p50 ÷ gogw | TTFI p99 ÷ gogw | TTLB p50 ÷ gogw | TTLB p99 ÷ gogw | errors |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['scenario']} | {r['merge']} | {r['c']} | {r['gateway']} | "
+                     + " | ".join(f(r["ms"][k]) for k in keys) + " | "
+                     + " | ".join(f(r["vs_gogw"][k], "x") for k in keys)
+                     + f" | {r['errors']} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -105,8 +151,9 @@ def main() -> None:
         "python": platform.python_version(),
         "kit": results.get("meta", {}),
     }
-    json.dump({"meta": meta, "targets": rows}, open(os.path.join(a.out, "targets.json"), "w"),
-              indent=1, default=str)
+    strict_rows = strict(results["runs"])
+    json.dump({"meta": meta, "targets": rows, "strict": strict_rows},
+              open(os.path.join(a.out, "targets.json"), "w"), indent=1, default=str)
     lines = [
         f"# shardstream targets ({meta['date_utc']}, commit {meta['commit']})",
         "",
@@ -117,7 +164,9 @@ def main() -> None:
         "|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['target']} | {r['measured']} | {'yes' if r['met'] else '**no**'} |")
+        met = "yes" if r["met"] else "-" if r["measured"] == "not measured" else "**no**"
+        lines.append(f"| {r['target']} | {r['measured']} | {met} |")
+    lines += strict_md(strict_rows)
     text = "\n".join(lines) + "\n"
     open(os.path.join(a.out, "targets.md"), "w").write(text)
     print(text)

@@ -91,6 +91,10 @@ def _list_operation(config: Config, route: Route) -> dict[str, Any]:
                                                       "enum": ["true", "false"]},
          "description": "false: a shard's failure fails the response (strict)"},
     ]
+    if o.target_param is not None and o.target_param not in route.params:
+        query.append({"name": o.target_param, "in": "query", "schema": {"type": "string"},
+                      "description": "only these owners' items (comma-separated): only "
+                                     "their shards are asked"})
     keys = [str(p) for p in o.sort]
     if keys:
         query.append({"name": "sort", "in": "query",

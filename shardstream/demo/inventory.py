@@ -125,7 +125,7 @@ def demo_config_data(urls: list[str], listen: str) -> dict[str, Any]:
         "routes": [
             {"path": "/v3/events", "mode": "scatter", "items": "data.item",
              "sort": ["starts_at", "price.amount", "rating"], "max_limit": 500,
-             "total": "meta.total", "id_fields": ["id"]},
+             "total": "meta.total", "id_fields": ["id"], "target_param": "vendor_id"},
             {"path": "/v3/events", "methods": ["POST"], "mode": "route",
              "shard_key_body": "vendor_id", "id_fields": ["id"], "max_body": 65536},
             {"path": "/v3/events/{event_id}", "mode": "route", "global_id": "event_id",

@@ -77,3 +77,5 @@ class PartnerGuideTests(GatewayTestCase):
         meta = doc["components"]["schemas"]["List"]["properties"]["meta"]
         self.assertIn("complete", meta["required"])
         self.assertIn("bearer", doc["components"]["securitySchemes"])
+        params = {p["name"] for p in doc["paths"]["/v3/events"]["get"]["parameters"]}
+        self.assertLessEqual({"limit", "cursor", "partial", "sort", "vendor_id"}, params)
