@@ -8,7 +8,8 @@
 # installed); with it the source tree's package and plugin run (PYTHONPATH, as the tests do);
 # SHARDSTREAM_WORKERS the worker processes (default auto: one per core);
 # SHARDSTREAM_PARTIAL=false puts the route in strict mode (`partial = false`: no 200 before
-# every shard's 2xx headers), as `?partial=false` would (the kit's URL has no query).
+# every shard's 2xx headers), as `?partial=false` would (the kit's URL has no query);
+# SHARDSTREAM_GC_THRESHOLD sets server.gc_threshold (0: CPython's collector unchanged).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 py=${SHARDSTREAM_PYTHON:-$here/out/venv/bin/python}
@@ -22,6 +23,7 @@ merge = os.environ.get("MERGE", "concat")
 lines = [
     "[server]", f'listen = "tcp:{os.environ["PORT"]}:interface=127.0.0.1"',
     "access_log = false",
+    f'gc_threshold = {int(os.environ.get("SHARDSTREAM_GC_THRESHOLD", "50000"))}',
     f'workers = "{os.environ.get("SHARDSTREAM_WORKERS", "auto")}"'
     if os.environ.get("SHARDSTREAM_WORKERS", "auto") == "auto"
     else f'workers = {int(os.environ["SHARDSTREAM_WORKERS"])}',

@@ -73,6 +73,7 @@ class ServerConfig:
     drain_delay: float = 0.0  # on SIGTERM: /readyz says 503 this long before the listener closes
     write_buffer: int = 64 * 1024  # bytes queued for a slow client before its shards pause
     merge_queue: int = 128  # items queued per shard in a sorted merge before it pauses
+    gc_threshold: int = 50_000  # the collector's first threshold once serving (0: CPython's)
     log_format: str = "text"  # or "json": one JSON object per line
     max_header_bytes: int = 16384  # request line plus headers (414, 431 above)
     max_headers: int = 100  # header fields per request (431 above)
@@ -731,6 +732,7 @@ def _server(t: _Table, check_listen: ListenCheck | None) -> ServerConfig:
     drain_delay = t.number("drain_delay", ServerConfig.drain_delay, minimum=0)
     write_buffer = t.number("write_buffer", ServerConfig.write_buffer, integer=True)
     merge_queue = t.number("merge_queue", ServerConfig.merge_queue, integer=True)
+    gc_threshold = t.number("gc_threshold", ServerConfig.gc_threshold, integer=True, minimum=0)
     max_header_bytes = t.number("max_header_bytes", ServerConfig.max_header_bytes,
                                 integer=True, minimum=1024)
     max_headers = t.number("max_headers", ServerConfig.max_headers, integer=True)
@@ -760,7 +762,7 @@ def _server(t: _Table, check_listen: ListenCheck | None) -> ServerConfig:
     return ServerConfig(listen=listen, max_body=max_body, access_log=access_log, workers=workers,
                         drain_timeout=drain_timeout, drain_delay=drain_delay,
                         write_buffer=write_buffer, merge_queue=merge_queue,
-                        log_format=log_format, max_header_bytes=max_header_bytes,
+                        gc_threshold=gc_threshold, log_format=log_format, max_header_bytes=max_header_bytes,
                         max_headers=max_headers, header_timeout=header_timeout,
                         trusted_proxies=tuple(str(ipaddress.ip_network(n, strict=False))
                                               for n in proxies),

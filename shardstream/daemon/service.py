@@ -23,6 +23,7 @@ from ..observe.metrics import metrics
 from ..web.site import TrackingSite, make_admin_site, make_site
 from .endpoints import adopt, listen_now
 from .notify import Lifecycle, SystemdNotifier, serving
+from . import collector
 from .signals import install_signal_handlers
 from .startup import ConfiguredService, StartupError, load_config, prepare_process
 
@@ -108,6 +109,8 @@ class GatewayService(ConfiguredService):
         )
         _warn_about(self.config)
         _warn_if_open(self.config, self.address)
+        if self.signals:  # the process's own service (not one of many in a test run)
+            self.reactor.callWhenRunning(collector.settle, self.config.server.gc_threshold)
         if self.signals:
             self.reactor.callWhenRunning(self._install_signal_handlers)
         self.reactor.callWhenRunning(self.lifecycle.ready, self._serving())

@@ -62,13 +62,48 @@ class CoalescingChunkedDecoder(http._ChunkedTransferDecoder):
         if self._broken:
             raise RuntimeError("the body's consumer failed; no more data is taken")
         try:
+            data = self._resume(data)
             if self.state == "CHUNK_LENGTH" and not self._buffer:
                 data = self._whole_chunks(data)
-                if not data:
-                    return
-            super().dataReceived(data)
+            if data:
+                super().dataReceived(data)
         finally:
             self._flush()  # what came before an error is delivered, as Twisted does
+
+    def _resume(self, data: bytes) -> bytes:
+        """Where Twisted's machine stopped at the end of the last read (in a
+        chunk's body, its CRLF, or its size line), finish that chunk here, so
+        that the rest of this read takes the fast path again: a body whose
+        chunks straddle reads would otherwise go through Twisted's per-chunk
+        states from the first split on."""
+        state, buffer = self.state, self._buffer
+        if not data:
+            return data
+        if state == "BODY" and not buffer:
+            n = self.length
+            if len(data) < n:
+                self.length = n - len(data)
+                self._pieces.append(data)
+                return b""
+            self._pieces.append(data[:n])
+            data = data[n:]
+            self.state = state = "CRLF"
+        if state == "CRLF" and len(buffer) < 2:
+            need = 2 - len(buffer)  # a CR may be in already
+            marker = bytes(buffer) + data[:need]
+            if marker != b"\r\n"[:len(marker)]:
+                return data  # malformed: Twisted says so
+            if len(marker) < 2:
+                buffer += data
+                return b""
+            del buffer[:]
+            data = data[need:]
+            self.state = "CHUNK_LENGTH"
+        elif state == "CHUNK_LENGTH" and buffer:
+            data = bytes(buffer) + data  # a size line split across reads
+            del buffer[:]
+            self._start = 0
+        return data
 
     def _whole_chunks(self, data: bytes) -> bytes:
         """Take every complete chunk at the start of ``data``; return the rest."""
