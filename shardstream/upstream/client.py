@@ -134,7 +134,11 @@ class ShardCall:
         self._d: Deferred | None = None
         self._reader: _BodyReader | None = None
         self._held: IResponse | None = None  # headers in while paused: body not taken yet
-        self._timers: dict[str, Any] = {}  # deadline name -> DelayedCall
+        # The four deadlines are moments (reactor seconds, None: not running)
+        # watched by one timer set for the earliest: body data moves the idle
+        # moment without touching the reactor's timer heap.
+        self._deadlines: dict[str, tuple[float, str]] = {}  # name -> (moment, message)
+        self._timer: Any = None
         self._last_data = 0.0  # when body data last came, paused time not counted
         self._paused_at = 0.0
         self._chunks: list[bytes] = []  # body data of this reactor turn, not yet handed over
@@ -153,7 +157,7 @@ class ShardCall:
             return
         total = self.client.config.total_timeout
         self._arm("total_timeout", total if total_timeout is None else total_timeout,
-                  "the shard did not finish within {} s", shown=total)
+                  f"the shard did not finish within {total:g} s")
         if body_sent is None:
             self._arm_first_byte()
         else:
@@ -180,7 +184,7 @@ class ShardCall:
         self._paused_at = self.client.reactor.seconds()
         if self._reader is not None:
             _producer(self._reader).pauseProducing()
-            self._cancel_timer("idle_timeout")
+            self._deadlines.pop("idle_timeout", None)
 
     def resume(self) -> None:
         if not self.paused or self.done:
@@ -201,7 +205,7 @@ class ShardCall:
         if self.done:
             response.deliverBody(_Drop())
             return
-        self._cancel_timer("first_byte_timeout")
+        self._deadlines.pop("first_byte_timeout", None)
         self.responded = True
         keep = self._guard(self.sink.response, response)
         if self.done or not keep:  # refused, or cancelled/failed from inside response()
@@ -253,10 +257,10 @@ class ShardCall:
             return
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._chunks = []
-        self._last_data = self.client.reactor.seconds()
-        idle = self._timers.get("idle_timeout")
-        if idle is not None:
-            idle.reset(self.client.config.idle_timeout)
+        now = self._last_data = self.client.reactor.seconds()
+        idle = self._deadlines.get("idle_timeout")
+        if idle is not None:  # later, never sooner: the timer need not move
+            self._deadlines["idle_timeout"] = (now + self.client.config.idle_timeout, idle[1])
         if not self._guard(self.sink.data, data) and not self.done:
             self._stop()
 
@@ -291,19 +295,38 @@ class ShardCall:
                     log.failure("internal error while reporting a shard failure")
             return False
 
-    def _expire(self, code: str, message: str) -> None:
-        self._timers.pop(code, None)
+    def _due(self) -> None:
+        """The timer rang: a deadline passed (the earliest), or the idle one
+        moved since and the timer is set again for the earliest left."""
+        self._timer = None
         if self.done:
             return
-        self._stop()
-        self._guard(self.sink.failed, ShardError(code, message))
+        now = self.client.reactor.seconds()
+        for code in ("total_timeout", "first_byte_timeout", "idle_timeout"):
+            deadline = self._deadlines.get(code)
+            if deadline is not None and deadline[0] <= now:
+                self._stop()
+                self._guard(self.sink.failed, ShardError(code, deadline[1]))
+                return
+        self._set_timer()
 
     # -- internals -----------------------------------------------------------
 
-    def _arm(self, code: str, seconds: float, message: str, shown: float | None = None) -> None:
-        self._timers[code] = self.client.reactor.callLater(
-            max(seconds, 0.0), self._expire, code, message.format(f"{shown or seconds:g}")
-        )
+    def _arm(self, code: str, seconds: float, message: str) -> None:
+        self._deadlines[code] = (self.client.reactor.seconds() + max(seconds, 0.0), message)
+        self._set_timer()
+
+    def _set_timer(self) -> None:
+        """One timer, set for the earliest deadline (moved sooner if needed)."""
+        if not self._deadlines:
+            return
+        moment = min(d[0] for d in self._deadlines.values())
+        timer = self._timer
+        reactor = self.client.reactor
+        if timer is None:
+            self._timer = reactor.callLater(max(moment - reactor.seconds(), 0.0), self._due)
+        elif moment < timer.getTime():
+            timer.reset(max(moment - reactor.seconds(), 0.0))
 
     def _body_sent(self, result: Any) -> Any:
         self._arm_first_byte()
@@ -312,11 +335,11 @@ class ShardCall:
     def _arm_first_byte(self) -> None:
         if not self.done and self._reader is None and not self.responded:
             t = self.client.config.first_byte_timeout
-            self._arm("first_byte_timeout", t, "no response headers within {} s")
+            self._arm("first_byte_timeout", t, f"no response headers within {t:g} s")
 
     def _arm_idle(self, seconds: float) -> None:
         t = self.client.config.idle_timeout
-        self._arm("idle_timeout", seconds, "no body data for {} s", shown=t)
+        self._arm("idle_timeout", seconds, f"no body data for {t:g} s")
 
     def _stop(self) -> None:
         self.done = True
@@ -333,16 +356,12 @@ class ShardCall:
         elif self._d is not None:
             self._d.cancel()
 
-    def _cancel_timer(self, code: str) -> None:
-        timer = self._timers.pop(code, None)
-        if timer is not None and timer.active():
-            timer.cancel()
-
     def _stop_timers(self) -> None:
-        for timer in self._timers.values():
-            if timer.active():
-                timer.cancel()
-        self._timers.clear()
+        self._deadlines.clear()
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
 
 
 def _reason(failure: Any) -> Any:

@@ -110,6 +110,27 @@ class ShardCallTests(unittest.TestCase):
         self.clock.advance(1.0)
         self.assertEqual(self.sink.events[-1], ("failed", "idle_timeout"))
 
+    def test_one_timer_watches_every_deadline_and_data_never_adds_one(self):
+        """Four deadlines used to be up to three DelayedCalls per request,
+        and every piece of body data reset one: now one timer, set for the
+        earliest deadline, and data only moves a moment."""
+        self.call._arm("total_timeout", 100, "the shard did not finish within 100 s")
+        response = FakeResponse()
+        self.call._on_response(response)
+        timer = self.call._timer
+        deadlines = [c for c in self.clock.getDelayedCalls() if c.func == self.call._due]
+        self.assertEqual(deadlines, [timer])
+        for _ in range(50):
+            self.clock.advance(0.5)
+            response.protocol.dataReceived(b"x")
+            self.clock.advance(0)
+            self.assertEqual([c for c in self.clock.getDelayedCalls()
+                              if c.func == self.call._due], [self.call._timer])
+        self.assertNotIn(("failed", "idle_timeout"), self.sink.events)
+        self.clock.advance(1.0)
+        self.assertEqual(self.sink.events[-1], ("failed", "idle_timeout"))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_a_response_that_arrives_while_paused_hands_over_nothing_until_resumed(self):
         self.call.pause()
         response = FakeResponse(buffered=b"early bytes")
@@ -270,4 +291,4 @@ class BadRequestTests(unittest.TestCase):
         call = client.call(b"GET", b"http://127.0.0.1:1/x?q=\x7f", Headers(), None, sink)
         self.assertFalse(hasattr(sink, "code"))  # nothing reported inside call()
         self.assertEqual((yield sink.result), ("failed", "internal_error"))
-        self.assertEqual(call._timers, {})  # trial also fails on a pending DelayedCall
+        self.assertEqual((call._timer, call._deadlines), (None, {}))  # trial also fails on a pending DelayedCall
