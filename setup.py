@@ -1,4 +1,4 @@
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 setup(
     name="shardstream",
@@ -31,6 +31,10 @@ setup(
                  "mypy-zope>=1.0", "pyyaml>=6.0",
                  "trustme>=1.1", "openapi-spec-validator>=0.7", "schemathesis>=4.0"],
     },
+    # The native item splitter (shardstream/core/split.py). optional=True: a
+    # machine without a compiler still installs; the gateway then keeps ItemParser.
+    ext_modules=[Extension("shardstream.core._splitter", ["shardstream/core/_splitter.c"],
+                           optional=True)],
     entry_points={"console_scripts": ["shardstream-keys = shardstream.daemon.keys_cli:main"]},
     classifiers=[
         "Framework :: Twisted",

@@ -34,6 +34,9 @@ def prepare() -> None:
     sys.set_int_max_str_digits(0)
 
 
+UNREPRESENTABLE = "the body has a number the gateway cannot represent (its exponent is too large)"
+
+
 class ParseError(Exception):
     code = "malformed_json"
 
@@ -85,12 +88,16 @@ class ItemParser:
 
     def feed(self, data: bytes) -> list[Any]:
         """Parse a chunk; return the items it completed (possibly none)."""
+        if not data:
+            return []  # to ijson an empty chunk is the end of the body: that is close()
         self._offset += len(data)
         if self._head is not None and len(self._head) < _HEAD_LIMIT:
             self._head += data[: _HEAD_LIMIT - len(self._head)]
         try:
             self._coro.send(data)
-        except ijson.JSONError:
+        except ArithmeticError:  # a number past Decimal's exponent range (1.5e99999999999)
+            raise ParseError(UNREPRESENTABLE, self._take()) from None
+        except (ijson.JSONError, UnicodeDecodeError):  # yajl passes some UTF-8 Python refuses
             raise ParseError(f"the body stopped being valid JSON (within its first "
                              f"{self._offset} bytes)", self._take()) from None
         if self._total_coro is not None:
@@ -102,10 +109,12 @@ class ItemParser:
         short or has no list at the prefix."""
         try:
             self._coro.close()
+        except ArithmeticError:
+            raise ParseError(UNREPRESENTABLE, self._take()) from None
         except ijson.IncompleteJSONError:
             raise Truncated(f"the body ended before the JSON document did "
                             f"({self._offset} bytes)", self._take()) from None
-        except ijson.JSONError:
+        except (ijson.JSONError, UnicodeDecodeError):
             raise ParseError("the body is not valid JSON", self._take()) from None
         items = self._take()
         if not self._seen and not self._list_started():
@@ -121,7 +130,7 @@ class ItemParser:
             for prefix, event, _ in ijson.parse(io.BytesIO(bytes(self._head))):
                 if prefix == parent and event == "start_array":
                     return True
-        except ijson.JSONError:
+        except (ijson.JSONError, UnicodeDecodeError, ArithmeticError):
             return False
         return False
 
@@ -129,7 +138,7 @@ class ItemParser:
         # Errors surface from the item coroutine, which sees the same bytes.
         try:
             self._total_coro.send(data)
-        except ijson.JSONError:
+        except (ijson.JSONError, UnicodeDecodeError, ArithmeticError):
             self._total_coro = None
             return
         out = self._total_out

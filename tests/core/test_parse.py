@@ -52,3 +52,30 @@ def test_parser_of_an_empty_body_is_truncated():
 
 def test_bare_array_prefix():
     assert feed_in_chunks(ItemParser("item"), b'[{"a":1},{"a":2}]', 3) == [{"a": 1}, {"a": 2}]
+
+
+@pytest.mark.parametrize("bad", [b'"\xc0\xaf"', b'"\xed\xa0\x80"', b'"\xf4\x90\x80\x80"',
+                                 b'"\\udc00"'])
+def test_strings_yajl_passes_but_python_cannot_decode_are_malformed_not_a_crash(bad):
+    """Found by the native splitter's differential tests: overlong UTF-8,
+    encoded surrogates, code points above U+10FFFF and a lone low surrogate
+    escape leaked UnicodeDecodeError (an internal error for the shard)."""
+    p = ItemParser("data.item", "meta.total")
+    with pytest.raises(ParseError) as e:
+        p.feed(b'{"data":[{"id":1},{"t":' + bad + b'}],"meta":{"total":2}}')
+        p.close()
+    assert e.value.code == "malformed_json" and e.value.items in ([{"id": 1}], [])
+
+
+def test_an_empty_chunk_is_not_the_end_of_the_body():
+    p = ItemParser("data.item")
+    assert p.feed(b"") == [] and p.feed(b'{"data":[1,') == [1] and p.feed(b"") == []
+    assert p.feed(b"2]}") == [2] and p.close() == []
+
+
+def test_a_number_past_decimals_exponent_range_is_a_parse_error_not_a_crash():
+    """Found by the splitter's long differential run: decimal.InvalidOperation leaked."""
+    p = ItemParser("data.item", "meta.total")
+    with pytest.raises(ParseError) as e:
+        p.feed(b'{"data":[1,1.5e99999999999999999999]}')
+    assert e.value.code == "malformed_json" and e.value.items == [1]

@@ -1,0 +1,92 @@
+"""Cut a shard's list body into the exact bytes of each item, without decoding.
+
+``ItemSplitter`` is the pass-through sibling of :class:`parse.ItemParser`: fed
+the same chunks it completes the same items at the same moments, but returns
+each as the ``bytes`` the shard sent (whitespace inside kept, the separating
+commas and surrounding whitespace not), after validating the whole document
+as JSON the way ijson's yajl2_c backend does. Errors are the same
+``ParseError`` classes with the same ``code`` and ``items`` (here: spans).
+
+It exists only as a C extension (``_splitter``): a pure-Python splitter would
+be slower than ItemParser, whose work is done in C by yajl, so there is no
+point in a Python fallback. When the extension is not built (``NATIVE`` is
+False; ``setup.py`` marks it optional), constructing ``ItemSplitter`` raises
+ImportError and the gateway keeps ItemParser.
+
+Deliberate differences from ItemParser (each is a crash or a quirk there):
+
+* strings that yajl lets through but Python cannot decode (overlong UTF-8,
+  UTF-8-encoded surrogates, code points above U+10FFFF, a lone ``\\udc00``
+  escape) make ItemParser leak ``UnicodeDecodeError``; here they are
+  ``ParseError`` (``malformed_json``), raised when the string closes;
+* ``feed(b"")`` is a no-op; ItemParser treats it as the end of the body;
+* nesting deeper than ``max_depth`` is ``malformed_json`` (yajl has no limit);
+* a total of more than ``sys.get_int_max_str_digits()`` digits is ignored
+  (stays None) instead of crashing (see ``parse.prepare``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .parse import _HEAD_LIMIT, NoList, ParseError, Truncated
+
+try:
+    from ._splitter import Splitter as _Splitter  # type: ignore[import-not-found]
+
+    NATIVE = True
+except ImportError:  # not built: the gateway keeps ItemParser
+    _Splitter = None
+    NATIVE = False
+
+DEFAULT_MAX_DEPTH = 10_000
+
+
+class ItemSplitter:
+    """Incremental splitter for the items under one ijson prefix (e.g. ``data.item``).
+
+    With ``total`` (a dotted path such as ``meta.total``) it also picks up the
+    shard's total count, wherever in the document it stands.
+    """
+
+    __slots__ = ("_prefix", "_s", "_seen", "total")
+
+    def __init__(self, prefix: str, total: str | None = None,
+                 max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+        if _Splitter is None:
+            raise ImportError("shardstream.core._splitter is not built")
+        self._prefix = prefix
+        self._s: Any = _Splitter(tuple(prefix.split(".")),
+                                 tuple(total.split(".")) if total else None, max_depth)
+        self.total: int | None = None
+        self._seen = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Split a chunk; return the items it completed (possibly none)."""
+        s = self._s
+        items: list[bytes] = s.feed(data)
+        if items:
+            self._seen = True
+        if s.error is not None:
+            raise ParseError(f"the body stopped being valid JSON (within its first "
+                             f"{s.offset} bytes): {s.error}", items)
+        self.total = s.total  # only from chunks that parsed, as ItemParser
+        return items
+
+    def close(self) -> list[bytes]:
+        """End of body: return the last items, or raise if the document is cut
+        short or has no list at the prefix."""
+        s = self._s
+        items: list[bytes] = s.close()
+        if items:
+            self._seen = True
+        if s.error is not None:
+            if s.error_kind == "truncated":
+                raise Truncated(f"the body ended before the JSON document did "
+                                f"({s.offset} bytes)", items)
+            raise ParseError(f"the body is not valid JSON: {s.error}", items)
+        # ItemParser looks for the list's start in the body's first 64 KiB only.
+        if not self._seen and (s.offset >= _HEAD_LIMIT or not s.saw_list):
+            where = self._prefix.rpartition(".")[0] or "the top level"
+            raise NoList(f"the body has no list at {where}")
+        return items
