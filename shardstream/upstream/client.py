@@ -301,7 +301,10 @@ class ShardCall:
         self._timer = None
         if self.done:
             return
-        now = self.client.reactor.seconds()
+        # The timer may ring a hair before its moment (floating point): within
+        # a millisecond is due, or deadlines armed together would expire in
+        # different reactor turns.
+        now = self.client.reactor.seconds() + 0.001
         for code in ("total_timeout", "first_byte_timeout", "idle_timeout"):
             deadline = self._deadlines.get(code)
             if deadline is not None and deadline[0] <= now:
