@@ -12,12 +12,14 @@ setup(
     packages=find_packages(include=["shardstream", "shardstream.*"]) + ["twisted.plugins"],
     package_data={"twisted.plugins": ["shardstream_plugin.py"], "shardstream": ["py.typed"]},
     install_requires=[
-        "twisted>=24.7",
+        "twisted>=26.10",  # request-smuggling fixes (README: Header hygiene)
         "ijson>=3.3",
         "txaio>=23.1",
         "service-identity>=24.1",
         "pyopenssl>=24.0",
         "orjson>=3.10",  # exact, fast encoding of parsed items (orjson.Fragment)
+        "msgspec>=0.18",  # reads one field (a sort key, an owner) of an item's bytes
+        "httptools>=0.6",  # llhttp: the lean client of the shards' GETs (upstream/lean.py)
         "cachetools>=5.3",  # the find-mode owner cache (TTL + size bound)
         "prometheus_client>=0.20",  # /metrics; multiprocess mode across workers
         "tomli_w>=1.0",  # shardstream-keys writes the keys file

@@ -1,10 +1,12 @@
 """Items per second of the sans-IO core alone (parse + merge + encode), one core.
 
-    python bench/core.py [--items 5000] [--shards 4] [--chunk 65536] [--sorted]
+    python bench/core.py [--items 5000] [--shards 4] [--chunk 65536] [--sorted] [--python]
 
 Feeds ~600-byte items (like the kit's shardsim) from N shard bodies, in
 chunks, round-robin, into one Scatter (a reactor turn after each round)
-and counts the bytes of the Write actions it returns; no network.
+and counts the bytes of the Write actions it returns; no network. Items pass
+through as bytes (the native splitter) unless --python (or the extension is
+not built): then ijson decodes them and orjson encodes them again.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 
 from typing import Sequence
 
-from shardstream.core import parse
+from shardstream.core import parse, split
 from shardstream.core.encode import JSONListEncoder
 from shardstream.core.merge import InterleavedMerge, OrderedMerge, sort_key
 from shardstream.core.scatter import Action, Scatter, Write
@@ -43,12 +45,15 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--chunk", type=int, default=65536)
     ap.add_argument("--sorted", action="store_true")
+    ap.add_argument("--python", action="store_true", help="ijson, not the native splitter")
     a = ap.parse_args()
+    native = split.use_native("python" if a.python else "auto")
     bodies = [body(s, a.items) for s in range(a.shards)]
-    merge = (OrderedMerge(a.shards, sort_key("starts_at")) if a.sorted
+    merge = (OrderedMerge(a.shards, sort_key("starts_at", raw=native)) if a.sorted
              else InterleavedMerge(a.shards))
     parse.prepare()
-    sc = Scatter([f"s{i}" for i in range(a.shards)], "data.item", JSONListEncoder(), merge)
+    sc = Scatter([f"s{i}" for i in range(a.shards)], "data.item", JSONListEncoder(raw=native),
+                 merge, native=native)
     out = 0
     start = time.perf_counter()
     for pos in range(0, max(map(len, bodies)), a.chunk):
@@ -61,7 +66,7 @@ def main() -> None:
     elapsed = time.perf_counter() - start
     n = a.items * a.shards
     mb = sum(map(len, bodies)) / 1e6
-    print(f"backend {parse.BACKEND}: {n} items ({mb:.1f} MB) in {elapsed:.3f} s = "
+    print(f"{split.describe('python' if a.python else 'auto')}: {n} items ({mb:.1f} MB) in {elapsed:.3f} s = "
           f"{n / elapsed:,.0f} items/s, {mb / elapsed:.1f} MB/s in, {out / 1e6:.1f} MB out"
           f"{' (sorted merge)' if a.sorted else ''}")
 

@@ -32,13 +32,9 @@
 # Results: bench/out/fanout-<stamp>/ (runs/*.json one per row, logs/, conf/,
 # meta.json, results.md), bench/out/fanout-latest -> it.
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(dirname "$here")
-kit=${BENCH_KIT:-$(cd "$root/../shared/bench" 2>/dev/null && pwd || true)}
-[ -n "$kit" ] && [ -x "$kit/build.sh" ] || { echo "fanout: kit not found (set BENCH_KIT)" >&2; exit 1; }
-export BENCH_BUILD=${BENCH_BUILD:-$here/out/build}
-bash "$kit/build.sh" >&2
-B=$BENCH_BUILD
+BENCH_NAME=fanout
+. "$(dirname "$0")/lib.sh"   # here (bench/), root (the project), the helpers
+kit_build
 
 SHARDS=${SHARDS:-"8 32 64"}
 CS=${CS:-"1 16"}
@@ -52,138 +48,12 @@ out=${FANOUT_OUT:-$here/out/fanout-$stamp}
 mkdir -p "$out/runs" "$out/logs" "$out/conf"
 ln -sfn "$(basename "$out")" "$here/out/fanout-latest" 2>/dev/null || true
 STARTED_AT=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
-COMMAND=""
-for v in SHARDS CS N1 DUR ITEMS FANOUT_REV FANOUT_PYTHON; do
-  if [ -n "${!v+x}" ]; then COMMAND+="$v=${!v@Q} "; fi
-done
-COMMAND+="bench/fanout.sh"
+command_of bench/fanout.sh SHARDS CS N1 DUR ITEMS FANOUT_REV FANOUT_PYTHON
 
-# --- the gateway's python: a snapshot of the tree, installed into our own venv
-if [ -n "${FANOUT_PYTHON:-}" ]; then
-  PY=$FANOUT_PYTHON
-  snapshot="(FANOUT_PYTHON: $PY, not a snapshot)"
-else
-  src=$out/src
-  mkdir -p "$src"
-  if [ -n "${FANOUT_REV:-}" ]; then   # a commit, read with git archive (the tree is not touched)
-    git -C "$root" archive "$FANOUT_REV" setup.py pyproject.toml README.md shardstream twisted | tar xf - -C "$src"
-  else                               # the work tree as it is now, uncommitted edits included
-    (cd "$root" && tar cf - --exclude=__pycache__ --exclude=dropin.cache \
-       setup.py pyproject.toml README.md shardstream twisted) | tar xf - -C "$src"
-  fi
-  venv=$here/out/fanout-venv
-  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  # build in a copy (no build/ or egg-info in the tree); a local directory is
-  # always reinstalled, its dependencies only when missing
-  (cd "$src" && "$venv/bin/pip" install -q --disable-pip-version-check "$src" 2>&1 \
-     | grep -v "^WARNING: Location" >&2 || true)
-  PY=$venv/bin/python
-  snapshot=$(cd "$src" && find shardstream twisted -name '*.py' | sort | xargs sha256sum | sha256sum | cut -c1-12)
-  inst=$("$PY" -I -c 'import shardstream, os; print(os.path.dirname(shardstream.__file__))')
-  got=$(cd "$inst/.." && find shardstream -name '*.py' | sort | xargs sha256sum | sha256sum | cut -c1-12)
-  [ "$got" = "$(cd "$src" && find shardstream -name '*.py' | sort | xargs sha256sum | sha256sum | cut -c1-12)" ] \
-    || { echo "fanout: installed shardstream differs from the snapshot" >&2; exit 1; }
-fi
-TWISTD=$(dirname "$PY")/twistd
-[ -x "$TWISTD" ] || { echo "fanout: no twistd beside $PY" >&2; exit 1; }
+snapshot_python "$here/out/fanout-venv" "${FANOUT_REV:-}" "${FANOUT_PYTHON:-}"
 
-# --- what this run was: commit (the tree may be dirty), machine
-{
-  printf '{"started":"%s","command":%s,' "$STARTED_AT" "$(python3 -c 'import json,sys;print(json.dumps(sys.argv[1]))' "$COMMAND")"
-  printf '"commit":"%s","rev":"%s",' "$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    "$(if [ -n "${FANOUT_REV:-}" ]; then git -C "$root" rev-parse --short "$FANOUT_REV"; else echo worktree; fi)"
-  printf '"dirty":%s,' "$(git -C "$root" status --short 2>/dev/null | python3 -c 'import json,sys;print(json.dumps(sys.stdin.read().splitlines()))')"
-  printf '"snapshot":"%s","nproc":%s,' "$snapshot" "$(nproc)"
-  printf '"cpu":%s,' "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //' | python3 -c 'import json,sys;print(json.dumps(sys.stdin.read().strip()))')"
-  printf '"mem_gib":%s,' "$(awk '/MemTotal/ {printf "%.1f", $2/1048576}' /proc/meminfo)"
-  printf '"kernel":"%s","go":"%s","python":"%s",' "$(uname -r)" "$(go version | cut -d' ' -f3)" "$("$PY" -c 'import platform;print(platform.python_version())')"
-  printf '"loadavg_start":"%s","items_per_shard":%s,"key":"%s","n1":%s,"dur":"%s"}\n' \
-    "$(cut -d' ' -f1-3 /proc/loadavg)" "$ITEMS" "$KEY" "$N1" "$DUR"
-} >"$out/meta.json"
-
-# --- process handling (as the kit's run-anchors.sh): own process group each
-STARTED=()
-stop_group() {
-  local pg=$1 dog
-  kill -TERM -- "-$pg" 2>/dev/null || { wait "$pg" 2>/dev/null || true; return 0; }
-  ( for _ in $(seq 50); do sleep 0.1; kill -0 -- "-$pg" 2>/dev/null || exit 0; done
-    kill -KILL -- "-$pg" 2>/dev/null ) &
-  dog=$!
-  wait "$pg" 2>/dev/null || true
-  wait "$dog" 2>/dev/null || true
-}
-LOAD_PID=""
-cleanup() {
-  local pg
-  set +e
-  if [ -n "$LOAD_PID" ]; then kill "$LOAD_PID" 2>/dev/null; wait "$LOAD_PID" 2>/dev/null; fi
-  for pg in "${STARTED[@]}"; do stop_group "$pg"; done
-  STARTED=()
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-start_bg() { # start_bg LOGFILE CMD... -> BG_PID (= its process group)
-  local log=$1; shift
-  setsid "$@" >"$log" 2>&1 &
-  BG_PID=$!
-  STARTED+=("$BG_PID")
-}
-stop_bg() {
-  stop_group "$1"
-  local keep=() pg
-  for pg in "${STARTED[@]}"; do [ "$pg" = "$1" ] || keep+=("$pg"); done
-  STARTED=("${keep[@]+"${keep[@]}"}")
-}
-alive() { [ -e "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() { # wait_port PORT PID SECONDS
-  local _
-  for _ in $(seq $(($3 * 20))); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    alive "$2" || return 1
-    sleep 0.05
-  done
-  return 1
-}
-cpu_ticks() { # utime+stime of PID (fields 14, 15 of /proc/PID/stat), in clock ticks
-  sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
-}
-status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
-HZ=$(getconf CLK_TCK)
-now_ms() { date +%s%3N; }
-
-# --- one gateway process: GW_PID, GW_PORT, GW_START_MS; returns 1 if it did not listen
-start_gateway() { # start_gateway GW VARIANT N TAG
-  local gw=$1 variant=$2 n=$3 tag=$4 t0 conf
-  GW_PORT=$(free_port)
-  local log=$out/logs/$tag.log
-  t0=$(now_ms)
-  case $gw in
-    gogw)
-      SHARD_URLS=$SHARD_URLS PORT=$GW_PORT MERGE=concat SHARD_TIMEOUT=10 start_bg "$log" "$B/gogw" ;;
-    shardstream)
-      conf=$out/conf/$tag.toml
-      if [ "$variant" = targeted ]; then
-        python3 "$here/fanout/config.py" "$conf" "$GW_PORT" "$SHARD_URLS" \
-          --target "v1=0" --target "v2=1" --target "v3=$((n / 2))" --target "v4=$((n - 1))"
-      else
-        python3 "$here/fanout/config.py" "$conf" "$GW_PORT" "$SHARD_URLS"
-      fi
-      # cwd = the run's directory, so nothing (twistd.pid, logs) lands in the tree;
-      # bash execs twistd, so the group leader is the gateway itself
-      start_bg "$log" bash -c 'cd "$1" && shift && exec "$@"' _ "$out" \
-        "$TWISTD" -n --pidfile= shardstream --config "$conf" ;;
-  esac
-  GW_PID=$BG_PID
-  if ! wait_port "$GW_PORT" "$GW_PID" 30; then
-    if alive "$GW_PID"; then GW_RC="none: still running, not listening after 30 s"
-    else GW_RC=0; wait "$GW_PID" 2>/dev/null || GW_RC=$?; fi
-    stop_bg "$GW_PID"
-    return 1
-  fi
-  GW_START_MS=$(( $(now_ms) - t0 ))
-  return 0
-}
+write_meta "$out/meta.json" "$STARTED_AT" "${FANOUT_REV:-}" \
+  "$(printf '"items_per_shard":%s,"key":"%s","n1":%s,"dur":"%s"' "$ITEMS" "$KEY" "$N1" "$DUR")"
 
 # --- one measured row: ttfb's JSON plus our own /proc figures under "fanout"
 run_row() { # run_row GW VARIANT N C URL EXPECT PID STARTMS PROBEJSON
@@ -235,20 +105,10 @@ PY
   rm -f "$f.tmp"
 }
 
-note() { echo "fanout: $*" >&2; echo "$*" >>"$out/notes.txt"; }
-
 TARGET_OK=""   # "", yes, or no:<reason>
 for n in $SHARDS; do
-  specs=()
-  for k in $(seq 0 $((n - 1))); do specs+=(-shard "items=$ITEMS,delay=$((20 + 5 * (k % 8))),drip=0.2"); done
-  start_bg "$out/logs/n$n-shardsim.log" "$B/shardsim" -base-port 0 -ports-file "$out/logs/n$n-ports" "${specs[@]}"
-  SIM_PID=$BG_PID
-  for _ in $(seq 100); do [ -s "$out/logs/n$n-ports" ] && break; sleep 0.05; done
-  read -r -a ports <<<"$(sed -n 's/^READY //p' "$out/logs/n$n-ports" 2>/dev/null)"
-  [ ${#ports[@]} -eq "$n" ] || { echo "fanout: shardsim did not come up with $n ports" >&2; exit 1; }
-  urls=()
-  for p in "${ports[@]}"; do urls+=("http://127.0.0.1:$p"); done
-  SHARD_URLS=$(IFS=,; echo "${urls[*]}")
+  start_shards "n$n" "$n" "$ITEMS"
+  targets=(--target "v1=0" --target "v2=1" --target "v3=$((n / 2))" --target "v4=$((n - 1))")
   echo "== N=$n shards x $ITEMS items ($((n * ITEMS)) per full answer)" >&2
 
   # Does shardsim filter by vendor_id? Ask s0 with and without it (its first item's vendor).
@@ -263,7 +123,7 @@ for n in $SHARDS; do
   # Does the gateway take target_param? Once per N (the shard map depends on N).
   tgt=""
   if [ "${TARGET_OK%%:*}" != no ]; then
-    if start_gateway shardstream targeted "$n" "n$n-probe-targeted"; then
+    if start_gateway shardstream "n$n-probe-targeted" "${targets[@]}"; then
       tgt=$(python3 "$here/fanout/probe.py" "http://127.0.0.1:$GW_PORT/items?vendor_id=$KEY")
       stop_bg "$GW_PID"
       TARGET_OK=yes
@@ -283,7 +143,7 @@ for n in $SHARDS; do
 
   for c in $CS; do
     for gw in gogw shardstream; do
-      if start_gateway "$gw" scatter "$n" "n$n-c$c-$gw-scatter"; then
+      if start_gateway "$gw" "n$n-c$c-$gw-scatter"; then
         pr=$(python3 "$here/fanout/probe.py" "http://127.0.0.1:$GW_PORT/items")
         run_row "$gw" scatter "$n" "$c" "http://127.0.0.1:$GW_PORT/items" $((n * ITEMS)) "$GW_PID" "$GW_START_MS" "$pr"
         stop_bg "$GW_PID"
@@ -294,7 +154,7 @@ for n in $SHARDS; do
       fi
     done
     if [ "$TARGET_OK" = yes ]; then
-      if start_gateway shardstream targeted "$n" "n$n-c$c-shardstream-targeted"; then
+      if start_gateway shardstream "n$n-c$c-shardstream-targeted" "${targets[@]}"; then
         pr=$(python3 "$here/fanout/probe.py" "http://127.0.0.1:$GW_PORT/items?vendor_id=$KEY")
         expect=$(echo "$pr" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("items") or 0)')
         run_row shardstream targeted "$n" "$c" "http://127.0.0.1:$GW_PORT/items?vendor_id=$KEY" "$expect" "$GW_PID" "$GW_START_MS" "$pr"

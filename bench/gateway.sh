@@ -9,7 +9,9 @@
 # SHARDSTREAM_WORKERS the worker processes (default auto: one per core);
 # SHARDSTREAM_PARTIAL=false puts the route in strict mode (`partial = false`: no 200 before
 # every shard's 2xx headers), as `?partial=false` would (the kit's URL has no query);
-# SHARDSTREAM_GC_THRESHOLD sets server.gc_threshold (0: CPython's collector unchanged).
+# SHARDSTREAM_GC_THRESHOLD sets server.gc_threshold (0: CPython's collector unchanged);
+# SHARDSTREAM_ITEM_PARSER server.item_parser (auto | native | python) and
+# SHARDSTREAM_CLIENT upstream.client (lean | twisted), to measure each alone.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 py=${SHARDSTREAM_PYTHON:-$here/out/venv/bin/python}
@@ -24,10 +26,12 @@ lines = [
     "[server]", f'listen = "tcp:{os.environ["PORT"]}:interface=127.0.0.1"',
     "access_log = false",
     f'gc_threshold = {int(os.environ.get("SHARDSTREAM_GC_THRESHOLD", "50000"))}',
+    f'item_parser = "{os.environ.get("SHARDSTREAM_ITEM_PARSER", "auto")}"',
     f'workers = "{os.environ.get("SHARDSTREAM_WORKERS", "auto")}"'
     if os.environ.get("SHARDSTREAM_WORKERS", "auto") == "auto"
     else f'workers = {int(os.environ["SHARDSTREAM_WORKERS"])}',
-    "[upstream]", "connect_timeout = 2.0", f"first_byte_timeout = {t}", f"idle_timeout = {t}",
+    "[upstream]", f'client = "{os.environ.get("SHARDSTREAM_CLIENT", "lean")}"',
+    "connect_timeout = 2.0", f"first_byte_timeout = {t}", f"idle_timeout = {t}",
     f"total_timeout = {max(t, 30.0)}", "max_idle_connections = 512",
 ]
 for i, url in enumerate(urls):

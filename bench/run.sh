@@ -7,6 +7,7 @@
 #   QUICK=1 bench/run.sh             # smoke run, ~1.5 min
 #   SCENARIOS=S2 bench/run.sh        # any of the kit's knobs pass through
 #   bench/run.sh strict              # issue 14: S1 concat, partial vs strict mode, ~2 min
+#   bench/run.sh parts               # issue 15: each speed change alone, S1 S2 S3, ~6 min
 #
 # Gateway "shardstream" is the default (partial) mode, "shardstream-strict" the same gateway
 # with `partial = false` on the route (strict mode; see gateway.sh). The preset `strict` only
@@ -27,6 +28,15 @@ kit=${BENCH_KIT:-$(cd "$root/../shared/bench" 2>/dev/null && pwd || true)}
 export BENCH_BUILD=${BENCH_BUILD:-$here/out/build}
 bash "$kit/build.sh"
 
+if [ "${1:-}" = parts ]; then
+  # shardstream as shipped, and with one part put back as it was: items decoded by ijson
+  # (server.item_parser = "python") or the shards' GETs on Twisted's client
+  # (upstream.client = "twisted").
+  export SCENARIOS=${SCENARIOS:-"S1 S2 S3"}
+  export GATEWAYS=${GATEWAYS:-"gogw flaskgw shardstream shardstream-ijson shardstream-twisted"}
+  export SHARDSTREAM_IJSON_CMD=${SHARDSTREAM_IJSON_CMD:-"SHARDSTREAM_ITEM_PARSER=python exec $here/gateway.sh"}
+  export SHARDSTREAM_TWISTED_CMD=${SHARDSTREAM_TWISTED_CMD:-"SHARDSTREAM_CLIENT=twisted exec $here/gateway.sh"}
+fi
 if [ "${1:-}" = strict ]; then
   export SCENARIOS=${SCENARIOS:-S1} S1_MERGES=${S1_MERGES:-concat}
   export GATEWAYS=${GATEWAYS:-"direct direct-fast gogw flaskgw shardstream shardstream-strict"}

@@ -75,6 +75,7 @@ class GatewayTestCase(unittest.TestCase):
 
     timeout = 30
     config_file: str | None = None  # set to write the gateway's config to a file
+    item_parser: str | None = None  # server.item_parser of every gateway (None: its default)
 
     def setUp(self) -> None:
         self.sims: dict[str, ShardSim] = {}
@@ -123,6 +124,7 @@ class GatewayTestCase(unittest.TestCase):
         shards = self.urls if shards is None else shards
         data = {
             "server": {"listen": "tcp:0:interface=127.0.0.1", "drain_timeout": 1.0,
+                       **({"item_parser": self.item_parser} if self.item_parser else {}),
                        **top.pop("server", {})},
             "upstream": upstream or {},
             "shards": {name: url if isinstance(url, dict)

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Collection, Iterable, Mapping, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
+from . import split
 from .directory import BadEntry, OwnerTable, parse_owner
 from .paths import DottedPath, PathTemplate
 
@@ -74,6 +75,7 @@ class ServerConfig:
     write_buffer: int = 64 * 1024  # bytes queued for a slow client before its shards pause
     merge_queue: int = 128  # items queued per shard in a sorted merge before it pauses
     gc_threshold: int = 50_000  # the collector's first threshold once serving (0: CPython's)
+    item_parser: str = "auto"  # list items: the native splitter when built, or "native"/"python"
     log_format: str = "text"  # or "json": one JSON object per line
     max_header_bytes: int = 16384  # request line plus headers (414, 431 above)
     max_headers: int = 100  # header fields per request (431 above)
@@ -96,6 +98,7 @@ class UpstreamConfig:
     ca_file: str | None = None  # verify https shards against these CAs, not the system's
     client_cert: str | None = None  # a certificate (PEM) to present to https shards ...
     client_key: str | None = None  # ... and its key, when not in the same file
+    client: str = "lean"  # the shards' GETs: "lean" (llhttp, upstream/lean.py) or "twisted"
 
 
 @dataclass(frozen=True)
@@ -409,6 +412,14 @@ class _Table:
             return self.bad(name, f"must be at most {maximum}, not {value}", default)
         return value if integer else float(value)
 
+    def choice(self, name: str, options: Collection[str], default: str) -> str:
+        """One of a few words."""
+        value = self.get(name, default)
+        if value not in options:
+            return str(self.bad(name, f"must be one of {', '.join(map(repr, options))}, "
+                                f"not {value!r}", default))
+        return str(value)
+
     def boolean(self, name: str, default: bool) -> bool:
         value = self.get(name, default)
         if not isinstance(value, bool):
@@ -497,7 +508,8 @@ def parse(data: dict[str, Any], source: str = "<config>",
     admin = _check(lambda: _admin(top.table("admin", lenient=True), len(shard_names) if shard_names else None,
                                   check_listen, server),
                    AdminConfig())
-    auth = _check(lambda: _auth(top.table("auth", lenient=True), routes), None)
+    auth = _check(lambda: _auth(top.table("auth", lenient=True), routes)
+                  if "auth" in top.data else None, None)
     rate_limit = _check(lambda: _rate_limit(top.table("rate_limit", lenient=True)),
                         RateLimitConfig())
     tls = _check(lambda: _tls(top.table("tls", lenient=True), server), None)
@@ -642,10 +654,9 @@ def _rate_limit(t: _Table) -> RateLimitConfig:
     if backend not in ("local", "redis"):
         backend = t.bad("backend", f'must be "local" or "redis", not {backend!r}', d.backend)
     url = t.string("redis_url", d.redis_url)
-    parts = urlsplit(url)
-    if parts.scheme != "redis" or not parts.hostname or parts.path.strip("/") not in (
-            "",) and not parts.path.strip("/").isdigit():
-        url = t.bad("redis_url", f"{url!r} must be redis://HOST[:PORT][/DB]", d.redis_url)
+    problem = _redis_url_problem(url)
+    if problem is not None:
+        url = t.bad("redis_url", problem, d.redis_url)
     down = t.get("on_redis_down", d.on_redis_down)
     if down not in ("open", "closed"):
         down = t.bad("on_redis_down", f'must be "open" or "closed", not {down!r}',
@@ -658,9 +669,12 @@ def _rate_limit(t: _Table) -> RateLimitConfig:
 HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}\Z")
 
 
-def _auth(t: _Table, routes: tuple[Route, ...]) -> AuthConfig | None:
+def _auth(t: _Table, routes: tuple[Route, ...]) -> AuthConfig:
+    """An [auth] table turns authentication on: even an empty one, which is
+    then an error (a gateway meant to be closed must never run open)."""
     if not t.data:
-        return None
+        t.fail("keys_file", "is required: [auth] turns authentication on, and needs "
+               "keys_file or keys_credential (remove [auth] to run without keys)")
     path_key = "keys_credential" if "keys_credential" in t.data else "keys_file"
     value = t.string(path_key)
     other = "keys_file" if path_key == "keys_credential" else "keys_credential"
@@ -733,6 +747,11 @@ def _server(t: _Table, check_listen: ListenCheck | None) -> ServerConfig:
     write_buffer = t.number("write_buffer", ServerConfig.write_buffer, integer=True)
     merge_queue = t.number("merge_queue", ServerConfig.merge_queue, integer=True)
     gc_threshold = t.number("gc_threshold", ServerConfig.gc_threshold, integer=True, minimum=0)
+    item_parser = t.choice("item_parser", split.CHOICES, ServerConfig.item_parser)
+    if item_parser == "native" and not split.NATIVE:
+        item_parser = t.bad("item_parser", "\"native\" asks for the native item splitter, which "
+                            "this installation has not built (no C compiler when it was "
+                            "installed?); use \"auto\" or \"python\"", ServerConfig.item_parser)
     max_header_bytes = t.number("max_header_bytes", ServerConfig.max_header_bytes,
                                 integer=True, minimum=1024)
     max_headers = t.number("max_headers", ServerConfig.max_headers, integer=True)
@@ -751,10 +770,7 @@ def _server(t: _Table, check_listen: ListenCheck | None) -> ServerConfig:
     if not isinstance(hide, list) or not all(isinstance(h, str) and HEADER_NAME.match(h)
                                              for h in hide):
         hide = t.bad("hide_headers", "must be a list of header names", [])
-    log_format = t.get("log_format", ServerConfig.log_format)
-    if log_format not in LOG_FORMATS:
-        log_format = t.bad("log_format", f"must be one of {', '.join(map(repr, LOG_FORMATS))}, "
-                           f"not {log_format!r}", ServerConfig.log_format)
+    log_format = t.choice("log_format", LOG_FORMATS, ServerConfig.log_format)
     t.done()
     if workers != 1 and listen.split(":", 1)[0] not in SHAREABLE:
         t.fail("workers", "several workers share a tcp: or systemd: listening socket; "
@@ -762,7 +778,8 @@ def _server(t: _Table, check_listen: ListenCheck | None) -> ServerConfig:
     return ServerConfig(listen=listen, max_body=max_body, access_log=access_log, workers=workers,
                         drain_timeout=drain_timeout, drain_delay=drain_delay,
                         write_buffer=write_buffer, merge_queue=merge_queue,
-                        gc_threshold=gc_threshold, log_format=log_format, max_header_bytes=max_header_bytes,
+                        gc_threshold=gc_threshold, item_parser=item_parser,
+                        log_format=log_format, max_header_bytes=max_header_bytes,
                         max_headers=max_headers, header_timeout=header_timeout,
                         trusted_proxies=tuple(str(ipaddress.ip_network(n, strict=False))
                                               for n in proxies),
@@ -786,6 +803,7 @@ def _upstream(t: _Table) -> UpstreamConfig:
         ca_file=_pem(t, "ca_file", None),
         client_cert=_pem(t, "client_cert", None),
         client_key=_pem(t, "client_key", None),
+        client=t.choice("client", ("lean", "twisted"), d.client),
     )
     t.done()
     if up.client_key is not None and up.client_cert is None:
@@ -844,6 +862,27 @@ def _credential(t: _Table) -> tuple[str, bytes]:
     return header, value
 
 
+def _credentials_problem(url: str, instead: str) -> str:
+    masked = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)?.*@", r"\1***@", url, flags=re.DOTALL)
+    return (f"{masked!r} must not contain a user or password: credentials in URLs "
+            f"end up in logs; {instead}")
+
+
+def _redis_url_problem(url: str, schemes: tuple[str, ...] = ("redis",)) -> str | None:
+    """What is wrong with a Redis URL (None: nothing); never shows a password."""
+    if "@" in url:
+        return _credentials_problem(url, "keep Redis on a private network or loopback")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError as e:
+        return f"{url!r} is not a valid URL ({e})"
+    db = parts.path.strip("/")
+    if parts.scheme not in schemes or not parts.hostname or db and not db.isdigit():
+        return f"{url!r} must be {'|'.join(schemes)}://HOST[:PORT][/DB]"
+    return None
+
+
 def _url_problem(url: str) -> str | None:
     """What is wrong with a shard URL (None: nothing).
 
@@ -852,9 +891,7 @@ def _url_problem(url: str) -> str | None:
     password with an unescaped '/' or '#' would not parse as one.
     """
     if "@" in url:
-        masked = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)?.*@", r"\1***@", url, flags=re.DOTALL)
-        return (f"{masked!r} must not contain a user or password: credentials in URLs "
-                "end up in logs; authenticate with a header or TLS instead")
+        return _credentials_problem(url, "authenticate with a header or TLS instead")
     if re.search(r"\s", url):
         return f"{url!r} must not contain whitespace (spaces, tabs or newlines)"
     try:
@@ -907,8 +944,9 @@ def _directory(tables: _Table, kind: str) -> DirectoryConfig:
     file, url = t.string("file", None), t.string("redis_url", None)
     if (file is None) == (url is None):
         t.fail("", "set exactly one of file (a CSV or JSON-lines file) and redis_url")
-    if url is not None and not re.match(r"^rediss?://", url):
-        t.note("redis_url", f"{url!r} must be a redis:// URL")
+    problem = _redis_url_problem(url, ("redis", "rediss")) if url is not None else None
+    if problem is not None:
+        t.note("redis_url", problem)
     if file is not None and not os.path.isfile(file):
         t.note("file", f"{file!r} is not a readable file")
     unknown = t.string("unknown", d.unknown)

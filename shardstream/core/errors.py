@@ -50,9 +50,11 @@ class TryLater(ClientError):
     status = 503
     code = "unavailable"
 
-    def __init__(self, message: str, retry_after: int, code: str | None = None) -> None:
+    def __init__(self, message: str, retry_after: int, code: str | None = None,
+                 kind: str | None = None) -> None:
         super().__init__(message, retry_after=retry_after)
         self.retry_after = retry_after
+        self.kind = kind  # tenant_moving: the directory kind of the moving key (for metrics)
         if code is not None:
             self.code = code
 

@@ -16,9 +16,11 @@ are neither integers nor strings are left as they are.
 from __future__ import annotations
 
 import base64
+import json
 import re
 from typing import Any, Callable, Iterable
 
+from .encode import encode_value, loads
 from .paths import DottedPath
 
 SEP = "~"
@@ -89,6 +91,43 @@ def globalize(obj: Any, paths: Iterable[DottedPath], shard: str) -> None:
 
     for path in paths:
         _visit(obj, path.parts, rewrite)
+
+
+def _escapes_of(chars: str) -> re.Pattern[bytes]:
+    """The JSON escapes that can stand for any of these characters."""
+    forms: set[bytes] = set()
+    for ch in set(chars):
+        units = ch.encode("utf-16-be")
+        for i in range(0, len(units), 2):
+            forms.add(b"\\\\u" + units[i:i + 2].hex().encode())
+        if ch in "\"\\\b\f\n\r\t":  # a short escape too
+            forms.add(re.escape(json.dumps(ch)[1:-1].encode()))
+    if "/" in chars:
+        forms.add(rb"\\/")
+    return re.compile(b"(?i:" + b"|".join(sorted(forms)) + b")" if forms else rb"(?!)")
+
+
+def raw_globalizer(paths: Iterable[DottedPath]) -> Callable[[bytes, str], bytes]:
+    """:func:`globalize` for an item's JSON bytes (the native splitter's).
+
+    Only an item that may hold an id field is decoded and re-encoded: one
+    whose bytes contain the quoted name of a path's first key, or an escape
+    that could spell one of its characters (``"\\u0069d"`` is ``"id"``).
+    Every other item passes as the shard sent it.
+    """
+    paths = tuple(paths)
+    names = tuple({encode_value(p.parts[0]) for p in paths})
+    escapes = _escapes_of("".join(p.parts[0] for p in paths))
+
+    def rewrite(item: bytes, shard: str) -> bytes:
+        if not any(name in item for name in names) and (
+                b"\\" not in item or not escapes.search(item)):
+            return item
+        doc = loads(item)
+        globalize(doc, paths, shard)
+        return encode_value(doc)
+
+    return rewrite
 
 
 def localize(obj: Any, paths: Iterable[DottedPath]) -> set[str]:

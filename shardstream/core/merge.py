@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from .encode import encode_value
 from .paths import DottedPath
+from .split import field_reader
 
 Batch = tuple[int, list[Any]]
 
@@ -63,13 +64,19 @@ def value_key(value: Any) -> tuple[Any, ...]:
         return (5,)
 
 
-def sort_key(path: DottedPath | str, descending: bool = False) -> Callable[[Any], Any]:
-    """The merge key of an item for a dotted path; null/missing sort last."""
-    parts = (path if isinstance(path, DottedPath) else DottedPath.parse(path)).parts
+def sort_key(path: DottedPath | str, descending: bool = False,
+             raw: bool = False) -> Callable[[Any], Any]:
+    """The merge key of an item for a dotted path; null/missing sort last.
+    ``raw``: items are JSON bytes, of which only the key is decoded."""
+    dotted = path if isinstance(path, DottedPath) else DottedPath.parse(path)
+    parts = dotted.parts
     single = parts[0] if len(parts) == 1 else None
+    read = field_reader(dotted) if raw else None
 
     def key(item: Any) -> Any:
-        if single is not None:
+        if read is not None:
+            value = read(item)
+        elif single is not None:
             value = item.get(single) if isinstance(item, dict) else None
         else:
             value = item

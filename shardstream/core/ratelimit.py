@@ -69,6 +69,12 @@ def take(tat: float, now: float, limit: Limit) -> tuple[Decision, float]:
     return decided(limit, now, new), new
 
 
+def peek(tat: float, now: float, limit: Limit) -> Decision:
+    """The bucket as it stands, nothing taken: what the RateLimit fields of a
+    request refused for another reason (its streams are full) say."""
+    return decided(limit, now, max(tat, now))
+
+
 def decided(limit: Limit, now: float, tat: float) -> Decision:
     """An allowed request's decision, once its bucket is at ``tat``."""
     remaining = max(0, math.floor(limit.burst - (tat - now) / limit.interval + 1e-9))
@@ -77,12 +83,14 @@ def decided(limit: Limit, now: float, tat: float) -> Decision:
 
 # The same algorithm in Redis, in microseconds of Redis's own clock, with the
 # partner's list streams in flight beside it (a sorted set: one member per
-# stream, scored by when it expires, so a crashed gateway's streams age out),
-# all in one script and one round trip. KEYS: the bucket, the streams.
-# ARGV: the emission interval (0: no rate limit), the burst, the most streams
-# (0: no cap), this stream's id, its time to live. Returns {allowed,
-# remaining, reset_us, retry_us, stream}: stream 1 a slot is held, 0 the
-# streams are full (no token was taken), -1 not counted.
+# stream, scored by when its lease runs out; expired members are pruned before
+# counting, so the slot of a stream nobody renews, a crashed gateway's or one
+# whose check was given up on, ages out), all in one script and one round
+# trip. KEYS: the bucket, the streams. ARGV: the emission interval (0: no rate
+# limit), the burst, the most streams (0: no cap), this stream's id, its
+# lease. Returns {allowed, remaining, reset_us, retry_us, stream}: stream 1 a
+# slot is held, 0 the streams are full (no token was taken: the bucket as it
+# stands, for the RateLimit fields of the 429), -1 not counted.
 REDIS_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -93,7 +101,10 @@ local ttl = tonumber(ARGV[5])
 if most > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   if redis.call('ZCARD', KEYS[2]) >= most then
-    return {1, -1, 0, 0, 0}
+    if interval == 0 then return {1, -1, 0, 0, 0} end
+    local tat = tonumber(redis.call('GET', KEYS[1]) or now)  -- the bucket, nothing taken
+    if tat < now then tat = now end
+    return {1, math.floor(burst - (tat - now) / interval), tat - now, 0, 0}
   end
 end
 local remaining, reset = -1, 0
@@ -115,6 +126,19 @@ if most > 0 then
   return {1, remaining, reset, 0, 1}
 end
 return {1, remaining, reset, 0, -1}
+"""
+
+# A gateway's streams in flight renew their leases, all of one partner's at
+# once (and only those still there: a slot released or expired stays gone).
+# KEYS: the streams. ARGV: the lease, then the streams' ids.
+REDIS_RENEW = """
+local t = redis.call('TIME')
+local expires = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', expires, ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) / 1000) + 1000)
+return 0
 """
 
 HELD, FULL = "held", "full"  # a list stream's slot: taken, or none left

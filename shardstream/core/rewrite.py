@@ -8,13 +8,11 @@ keep their exact value both ways.
 
 from __future__ import annotations
 
-import json
-from decimal import Decimal
 from typing import Any
 
 from . import ids
 from .config import Route
-from .encode import encode_value
+from .encode import encode_value, loads
 from .errors import ClientError
 from .retry import BODY_METHODS
 from .routing import Router
@@ -28,15 +26,6 @@ class BadBody(ClientError):
 class CrossShard(ClientError):
     status = 400
     code = "cross_shard_reference"
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def loads(body: bytes) -> Any:
-    """Strict JSON with exact numbers (big ints stay ints, decimals stay Decimal)."""
-    return json.loads(body, parse_float=Decimal, parse_constant=_no_constant)
 
 
 def streams_body(route: Route, method: bytes) -> bool:

@@ -213,7 +213,7 @@ class Router:
         if found.moving and write:
             raise TryLater(f"{kind} {key!r} is being moved from shard {found.shard} to "
                            f"{found.moving_to}; writes wait until the move is over",
-                           retry_after=dc.retry_after, code="tenant_moving")
+                           retry_after=dc.retry_after, code="tenant_moving", kind=kind)
         return found.shard
 
     def targets(self, kind: str, keys: list[str]) -> list[str] | None:

@@ -28,7 +28,10 @@ the reactor turn. Every decision about the request is taken here:
 
 The document itself: each shard's bytes are parsed, merged, the offset
 skipped, the limit applied, ids rewritten and the items encoded, with the
-meta last. ``consumed`` counts a shard's items that this page used up
+meta last. With ``native`` the items are the exact bytes the native
+splitter cut out (:mod:`split`): they pass through as they are, a sorted
+merge decodes only its key, owner filtering only the owner field, and id
+rewriting only the items that may hold an id. ``consumed`` counts a shard's items that this page used up
 (skipped by the offset or delivered); its position for the next page is its
 start plus that. Once the limit is reached a shard is still read only as
 long as needed to know whether it has more items (and, when the route wants
@@ -48,6 +51,7 @@ from .outcome import Outcome
 from .merge import InterleavedMerge, OrderedMerge, Unsorted, sort_key
 from .parse import ItemParser, ParseError
 from .paths import DottedPath
+from .split import ItemSplitter, field_reader
 
 Merge = InterleavedMerge | OrderedMerge
 Encoder = JSONListEncoder | NDJSONEncoder
@@ -127,7 +131,8 @@ class _Shard:
     __slots__ = ("index", "name", "parser", "start", "returned", "consumed", "delivered",
                  "state", "error", "paused", "answered")
 
-    def __init__(self, index: int, name: str, parser: ItemParser, start: int) -> None:
+    def __init__(self, index: int, name: str, parser: ItemParser | ItemSplitter,
+                 start: int) -> None:
         self.index, self.name, self.parser, self.start = index, name, parser, start
         self.returned = 0  # items it sent
         self.consumed = 0  # items this page used up: skipped by the offset or delivered
@@ -157,12 +162,17 @@ class Scatter:
         cursor: Callable[[dict[str, int]], str] | None = None,
         strict: bool = False,
         queue_bound: int = 128,
+        owner_field: DottedPath | None = None,
         foreign: Callable[[str, Any], bool] | None = None,
         retry_after: int = 1,
         strict_buffer: int = 1 << 20,
+        native: bool = False,
     ) -> None:
         starts = starts or {}
-        self._shards = [_Shard(i, name, ItemParser(prefix, total), starts.get(name, 0))
+        if native != encoder.raw:
+            raise ValueError("the native splitter's items need a raw encoder, and only they do")
+        parser = ItemSplitter if native else ItemParser
+        self._shards = [_Shard(i, name, parser(prefix, total), starts.get(name, 0))
                         for i, name in enumerate(shards)]
         self._encoder = encoder
         self._merge = merge if merge is not None else InterleavedMerge(len(shards))
@@ -171,10 +181,15 @@ class Scatter:
         self._strict = strict
         self._want_total = bool(total)
         self._id_paths = tuple(id_fields)
+        self._raw_ids = ids.raw_globalizer(self._id_paths) if native and id_fields else None
         self._cursor = cursor
-        # Is this item of that shard another shard's (its tenant lives there)?
-        # Such an item is used up (its shard's position moves on) but never sent.
-        self._foreign = foreign
+        # Is this item of that shard another shard's? ``foreign(shard, owner)``
+        # is asked with the item's ``owner_field`` (its tenant). Such an item
+        # is used up (its shard's position moves on) but never sent.
+        self._foreign = foreign if owner_field is not None else None
+        self._owner: Callable[[Any], Any] | None = None
+        if owner_field is not None:
+            self._owner = field_reader(owner_field) if native else owner_field.lookup
         # An empty page whose only missing items are failed shards' is a 503:
         # retry after that long, with a cursor at this page's start.
         self._retry_after = retry_after
@@ -611,7 +626,9 @@ class Scatter:
                 continue
             if self._foreign is not None:
                 n = len(items)
-                items = [item for item in items if not self._foreign(rec.name, item)]
+                foreign, owner = self._foreign, self._owner
+                assert owner is not None
+                items = [item for item in items if not foreign(rec.name, owner(item))]
                 rec.consumed += n - len(items)
                 dropped += n - len(items)
                 if not items:
@@ -626,7 +643,10 @@ class Scatter:
             if not self._started:
                 out.append(self._encoder.begin())
                 self._started = True
-            if self._id_paths:
+            if self._raw_ids is not None:
+                rewrite = self._raw_ids
+                items = [rewrite(item, rec.name) for item in items]
+            elif self._id_paths:
                 for item in items:
                     ids.globalize(item, self._id_paths, rec.name)
             chunk, good = self._encode(items)
@@ -667,23 +687,24 @@ class Scatter:
 def scatter_for(route: Route, query: paging.ListQuery, shards: Sequence[str],
                 accept: str | None, secret: bytes | None, queue_bound: int = 128,
                 foreign: Callable[[str, Any], bool] | None = None,
-                retry_after: int = 1) -> Scatter:
+                retry_after: int = 1, native: bool = False) -> Scatter:
     """The one way a list request's state machine is built: from the route,
     the client's parsed list query, the shards asked, its Accept header and
-    the cursor secret."""
+    the cursor secret. ``foreign(shard, owner)`` filters items by the
+    route's ``owner_field``; ``native``: items pass through as bytes."""
     options = paging.options(route)
     merge: Merge
     if query.sort is not None:
         name = query.sort_path or ""
         merge = OrderedMerge(len(shards), sort_key(options.sort_path(name) or name,
-                                                   query.descending))
+                                                   query.descending, raw=native))
     else:
         merge = InterleavedMerge(len(shards))
     cursor_page = query.positions is not None
     return Scatter(
         shards,
         options.items,
-        encoder_for(accept),
+        encoder_for(accept, raw=native),
         merge,
         limit=query.limit,
         offset=0 if cursor_page else query.offset,
@@ -694,6 +715,8 @@ def scatter_for(route: Route, query: paging.ListQuery, shards: Sequence[str],
         cursor=lambda positions: paging.encode_cursor(route, query, positions, secret),
         strict=not (options.partial if query.partial is None else query.partial),
         queue_bound=queue_bound,
+        owner_field=options.owner_field,
         foreign=foreign,
         retry_after=retry_after,
+        native=native,
     )

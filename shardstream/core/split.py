@@ -27,9 +27,13 @@ Deliberate differences from ItemParser (each is a crash or a quirk there):
 
 from __future__ import annotations
 
-from typing import Any
+from decimal import Decimal
+from typing import Any, Callable
+
+import msgspec
 
 from .parse import _HEAD_LIMIT, NoList, ParseError, Truncated
+from .paths import DottedPath
 
 try:
     from ._splitter import Splitter as _Splitter  # type: ignore[import-not-found]
@@ -40,6 +44,21 @@ except ImportError:  # not built: the gateway keeps ItemParser
     NATIVE = False
 
 DEFAULT_MAX_DEPTH = 10_000
+
+CHOICES = ("auto", "native", "python")  # server.item_parser
+
+
+def use_native(choice: str) -> bool:
+    """Does ``server.item_parser`` put the native splitter on the request path?"""
+    return NATIVE and choice != "python"
+
+
+def describe(choice: str) -> str:
+    """The start-up log's words for the item path in use."""
+    if use_native(choice):
+        return "native splitter (items pass through as the shard's bytes)"
+    why = "server.item_parser = \"python\"" if NATIVE else "the native splitter is not built"
+    return f"ijson {__import__('ijson').backend} ({why})"
 
 
 class ItemSplitter:
@@ -90,3 +109,38 @@ class ItemSplitter:
             where = self._prefix.rpartition(".")[0] or "the top level"
             raise NoList(f"the body has no list at {where}")
         return items
+
+
+_MISSING = object()
+
+
+def field_reader(path: DottedPath) -> Callable[[bytes], Any]:
+    """A reader of one field of an item's bytes: the value at ``path`` (exact
+    numbers: ints of any size, decimals as Decimal), or None when it is
+    missing, null, or something on the way is not an object.
+
+    msgspec decodes into a struct that declares only the path's keys, so the
+    item's other fields are skipped in C without building any object: a
+    sorted merge reads only its sort key, owner filtering only the owner.
+    Duplicate keys: the last wins, as with ijson's objects.
+    """
+    parts = path.parts
+    leaf: Any = Any
+    for part in reversed(parts):  # the key is renamed: any string, even "" or "class"
+        leaf = msgspec.defstruct("Field", [("f", leaf | None, None)], rename={"f": part},
+                                 forbid_unknown_fields=False)
+    decode = msgspec.json.Decoder(leaf, float_hook=Decimal).decode
+    depth = len(parts)
+
+    def read(item: bytes) -> Any:
+        try:
+            value: Any = decode(item)
+        except msgspec.ValidationError:  # the item, or an object on the way, is not an object
+            return None
+        for _ in range(depth):
+            value = value.f
+            if value is None:
+                return None
+        return value
+
+    return read

@@ -48,6 +48,16 @@ class TraceContext:
         return b"00-" + self.trace_id + b"-" + _span_id() + b"-" + self.flags
 
 
+def sibling(traceparent: bytes) -> bytes:
+    """The same ``traceparent`` with a new parent id: one more attempt of a
+    shard request (a retry on another replica) is a span of its own."""
+    head, sep, flags = traceparent.rpartition(b"-")
+    trace = head.rpartition(b"-")[0]
+    if not sep or not trace:
+        return traceparent
+    return trace + b"-" + _span_id() + b"-" + flags
+
+
 def trace_context(given: bytes | None) -> TraceContext:
     """Continue the client's ``traceparent`` if it is valid, else start a
     trace (sampled, so that the shards' parent-based samplers record it)."""

@@ -41,6 +41,12 @@ def listen_now(reactor: Any, description: str, factory: Any) -> Any:
     """Listen on an endpoint string and return the port, or raise StartupError."""
     try:
         endpoint = endpoints.serverFromString(reactor, description)
+    except IndexError:  # Twisted's way of saying that no such socket was passed
+        if description.startswith("systemd:"):
+            raise StartupError(f"listen {description!r}: systemd passed no socket with that "
+                               "index or name (start it through its .socket unit, or listen "
+                               "on tcp:)") from None
+        raise StartupError(f"listen {description!r}: no such socket") from None
     except Exception as e:
         raise StartupError(f"listen {description!r}: {e}") from None
     results: list[Any] = []

@@ -13,7 +13,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from ..core import config as config_mod
-from ..core import parse
+from ..core import parse, split
 from ..upstream import tls
 from ..upstream.client import UpstreamClient
 from ..core.directory import BadDirectoryFile
@@ -98,7 +98,7 @@ class GatewayService(ConfiguredService):
                      label=self.label, address=self.admin_port.getHost())
         log.info(
             "{label} listening on {address} with {shards} shards and {routes} routes "
-            "(config {source}, ijson backend {backend})",
+            "(config {source}; list items: {items})",
             event="startup",
             label=self.label,
             address=self.address,
@@ -106,6 +106,8 @@ class GatewayService(ConfiguredService):
             routes=len(self.config.routes),
             source=self.config.source,
             backend=parse.BACKEND,
+            native_items=split.use_native(self.config.server.item_parser),
+            items=split.describe(self.config.server.item_parser),
         )
         _warn_about(self.config)
         _warn_if_open(self.config, self.address)

@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from ..core import config as config_mod
 from ..core import parse
 from ..observe import logs
-from ..upstream import chunked
+from ..upstream import chunked, pool
 
 log = Logger(namespace="shardstream")
 
@@ -44,11 +44,15 @@ def load_config(path: str) -> config_mod.Config:
 def prepare_process() -> None:
     """Process-wide settings the gateway needs, made once when a service
     starts (never on import): integers of any length for the parser, and
-    the faster chunked decoder in Twisted's HTTP client."""
+    the faster chunked decoder in Twisted's HTTP client, which also keeps
+    the Connection field for the relay to honour."""
     parse.prepare()
     if not chunked.install():
         log.warn("this Twisted version's chunked decoder is not the one shardstream's "
                  "faster decoder was written for: using Twisted's own (slower)")
+    if not pool.keep_connection_tokens():
+        log.warn("this Twisted version's HTTP client parser is not the one shardstream was "
+                 "written for: fields a shard names in Connection may be relayed")
     if parse.BACKEND != parse.FAST_BACKEND:
         log.warn("ijson is using its slow {backend!r} backend, not {fast!r}: "
                  "install an ijson wheel with the C extension",

@@ -81,10 +81,10 @@ class Metrics:
         self.directory_redis_up = Gauge(p + "directory_redis_up", "1 while a Redis shard "
                                         "directory answers, 0 while it does not",
                                         ["kind"], multiprocess_mode="livemin")
-        self.directory_lookups = Counter(p + "directory_lookups_total", "Owner lookups by "
-                                         "result: hit (the process knew), fetched (asked "
-                                         "Redis), unknown (no entry), found (asked every "
-                                         "shard), failed (Redis did not answer)",
+        self.directory_lookups = Counter(p + "directory_lookups_total", "Owner lookups "
+                                         "memory could not answer, by result: fetched (asked "
+                                         "Redis), found (asked every shard), failed (Redis "
+                                         "did not answer)",
                                          ["kind", "result"])
         self.placements = Counter(p + "directory_placements_total", "New keys placed on a "
                                   "shard, by how (hash, fixed) and shard", ["kind", "how",

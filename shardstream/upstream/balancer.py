@@ -22,7 +22,7 @@ from twisted.web.http_headers import Headers
 
 from twisted.web.iweb import IResponse
 
-from ..core import retry
+from ..core import retry, tracing
 from ..core.config import Config
 from ..core.errors import ShardError
 from ..core.replicas import Replica, ReplicaSet
@@ -251,8 +251,14 @@ class BalancedCall:
         self.attempts += 1
         attempt = self.attempts
         url = replica.url.encode() + self.target
+        headers = self.headers
+        if attempt > 1:  # a retry is a span of its own: the same trace, a new parent id
+            parent = headers.getRawHeaders(b"traceparent")
+            if parent:
+                headers = headers.copy()
+                headers.setRawHeaders(b"traceparent", [tracing.sibling(parent[-1])])
         call = self.balancer.client.call(
-            self.method, url, self.headers, self.body, self, body_sent=self.body_sent,
+            self.method, url, headers, self.body, self, body_sent=self.body_sent,
             total_timeout=self._deadline - now,
         )
         if self.attempts != attempt or self.done:

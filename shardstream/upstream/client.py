@@ -32,6 +32,7 @@ from twisted.web.iweb import IBodyProducer, IResponse
 
 from ..core.config import UpstreamConfig
 from ..core.errors import ShardError
+from .lean import LeanAgent
 from .pool import Endpoints, Pool, QuietFactory
 from .tls import ShardTLS
 from .sink import ShardSink
@@ -56,9 +57,13 @@ class UpstreamClient:
         self.pool = Pool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = config.max_idle_connections
         self.pool._factory = QuietFactory
-        self.agent = Agent.usingEndpointFactory(
-            reactor, Endpoints(reactor, config.connect_timeout, ShardTLS(config)), pool=self.pool
-        )
+        endpoints = Endpoints(reactor, config.connect_timeout, ShardTLS(config))
+        twisted_agent = Agent.usingEndpointFactory(reactor, endpoints, pool=self.pool)
+        self.lean: LeanAgent | None = None
+        self.agent: Any = twisted_agent
+        if config.client == "lean":  # GETs on llhttp; writes, HEAD and uploads on Twisted's
+            self.lean = self.agent = LeanAgent(reactor, endpoints, twisted_agent,
+                                               config.max_idle_connections)
 
     def call(
         self,
@@ -85,9 +90,14 @@ class UpstreamClient:
         """This client is being replaced: in-flight requests finish, then every
         connection closes instead of going back to the pool."""
         self.pool.persistent = False
+        if self.lean is not None:
+            self.lean.persistent = False
+            self.lean.close_idle()
         return self.pool.closeCachedConnections()
 
     def close(self) -> Deferred:
+        if self.lean is not None:
+            self.lean.close_idle()
         return self.pool.closeCachedConnections()
 
 
@@ -143,11 +153,13 @@ class ShardCall:
         self._paused_at = 0.0
         self._chunks: list[bytes] = []  # body data of this reactor turn, not yet handed over
         self._deliver_call: Any = None
+        self.request_id = b""  # of the client request it is made for, for the log
 
     def start(
         self, method: bytes, url: bytes, headers: Headers, body: Any, body_sent: Any = None,
         total_timeout: float | None = None,
     ) -> None:
+        self.request_id = (headers.getRawHeaders(b"x-request-id") or [b""])[-1]
         try:
             d = self.client.agent.request(method, url, headers, body)
         except Exception as e:  # e.g. a URL Twisted's client refuses: ours, not the shard's
@@ -238,7 +250,7 @@ class ShardCall:
             return
         self._stop_timers()
         self.done = True
-        self._guard(self.sink.failed, classify(failure))
+        self._guard(self.sink.failed, classify(failure, self.request_id))
 
     def _on_data(self, data: bytes) -> None:
         """Twisted hands over every HTTP chunk on its own (a shard that flushes
@@ -285,14 +297,16 @@ class ShardCall:
         try:
             return method(*args)
         except Exception:
-            log.failure("internal error while handling a shard response")
+            log.failure("internal error while handling a shard response (request {request_id})",
+                        request_id=self.request_id)
             if not self.done:
                 self._stop()
                 try:
                     self.sink.failed(ShardError("internal_error",
                                                 "the gateway could not process this shard's data"))
                 except Exception:
-                    log.failure("internal error while reporting a shard failure")
+                    log.failure("internal error while reporting a shard failure (request "
+                                "{request_id})", request_id=self.request_id)
             return False
 
     def _due(self) -> None:
@@ -380,7 +394,7 @@ def _tls_error(reason: Any) -> ShardError:
                       "an expired certificate, or no common protocol)")
 
 
-def classify(failure: Any) -> ShardError:
+def classify(failure: Any, request_id: bytes = b"") -> ShardError:
     """Name a failure that happened before the response headers."""
     if failure.check(ierror.ConnectionRefusedError):
         return ShardError("connect_refused", "connection refused")
@@ -401,5 +415,6 @@ def classify(failure: Any) -> ShardError:
             # to the TLS layer already, so it does not count as never sent.
             return _tls_error(reason)
         return ShardError("no_response", "the connection closed before a response arrived")
-    log.failure("unexpected upstream failure", failure)
+    log.failure("unexpected upstream failure (request {request_id})", failure,
+                request_id=request_id)
     return ShardError("upstream_error", "the request to the shard failed")

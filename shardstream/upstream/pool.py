@@ -14,6 +14,7 @@ from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.web import _newclient
 from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
@@ -25,6 +26,34 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from ..core.retry import may_resend
+
+
+def keep_connection_tokens() -> bool:
+    """Let a relayed response drop the fields its ``Connection`` names.
+
+    Twisted's client parser moves ``Connection`` out of the response's
+    headers (into its own ``connHeaders``), so whoever relays the response
+    cannot see which fields the shard declared hop-by-hop, and forwards
+    them. Once installed (process-wide, when a service starts), the
+    ``Connection`` values stay in the response's headers too; the relay
+    drops that field and every field it names. False if Twisted's parser
+    is not the one this was written against; then nothing changes.
+    """
+    parser: Any = getattr(_newclient, "HTTPClientParser", None)
+    original = getattr(parser, "allHeadersReceived", None)
+    if not callable(original):
+        return False
+    if getattr(original, "keeps_connection_tokens", False):
+        return True
+
+    def allHeadersReceived(self: Any) -> None:
+        for value in self.connHeaders.getRawHeaders(b"connection", ()):
+            self.headers.addRawHeader(b"connection", value)
+        original(self)
+
+    allHeadersReceived.keeps_connection_tokens = True  # type: ignore[attr-defined]
+    parser.allHeadersReceived = allHeadersReceived
+    return True
 
 
 class QuietFactory(_HTTP11ClientFactory):

@@ -17,8 +17,12 @@ def connect(url: str, timeout: float, poolsize: int = 4) -> Any:
     import txredisapi  # type: ignore[import-untyped]
 
     parts = urlsplit(url)
+    db = int(parts.path.strip("/") or 0)
+    # Database 0 is where a connection starts: no SELECT then. (txredisapi stops
+    # reconnecting for good when a new connection's SELECT times out, as it does
+    # when Redis is frozen a while, SIGSTOP or a long fork, and never comes back.)
     return txredisapi.lazyConnectionPool(
-        parts.hostname, parts.port or 6379, dbid=int(parts.path.strip("/") or 0),
+        parts.hostname, parts.port or 6379, dbid=db or None,
         poolsize=poolsize, reconnect=True, connectTimeout=max(timeout, 0.5),
         replyTimeout=max(timeout * 4, 0.5))
 

@@ -9,6 +9,7 @@ from twisted.web.server import Request
 
 from ..core.errors import ClientError, TryLater, Unauthorized, error_body
 from ..core.routing import MethodNotAllowed
+from ..observe.metrics import metrics
 from . import record as record_mod
 
 # A cut response's last bytes get this long to reach a slow client.
@@ -42,6 +43,8 @@ def refuse(request: Request, error: ClientError) -> None:
         request.setHeader(b"www-authenticate", error.challenge.encode())
     if isinstance(error, TryLater):
         request.setHeader(b"retry-after", str(error.retry_after).encode())
+        if error.code == "tenant_moving":
+            metrics().moving_writes.labels(error.kind or "").inc()
     send_json(request, error.status, error.body())
 
 

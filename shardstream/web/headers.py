@@ -81,11 +81,11 @@ def upstream_request_headers(request, scatter: bool) -> Headers:
     auth = gateway.config.auth if gateway is not None else None
     # Only the gateway says who the partner is, with [auth] or without.
     partner_header = (auth.partner_header if auth is not None else DEFAULT_PARTNER_HEADER)
-    drop = drop | {partner_header.lower().encode()}
-    if auth is not None:
-        drop = drop | _CREDENTIALS
-        if auth.header:
-            drop = drop | {auth.header.lower().encode()}
+    # The client's credentials stay here, with [auth] or without: a shard
+    # gets its own ([shards.NAME.credentials]), never a partner's.
+    drop = drop | {partner_header.lower().encode()} | _CREDENTIALS
+    if auth is not None and auth.header:
+        drop = drop | {auth.header.lower().encode()}
     out = Headers()
     for name, values in end_to_end(request.requestHeaders, drop):
         out.setRawHeaders(name, values)

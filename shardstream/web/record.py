@@ -83,8 +83,9 @@ def ended(request: Any, record: Record, now: float, outcome: str, access_log: bo
     try:
         _ended(request, record, now, outcome, access_log, m)
     except Exception:
-        log.failure("internal error while recording {method} {uri}", method=record.method,
-                    uri=record.uri)
+        log.failure("internal error while recording {method} {uri} (request {request_id})",
+                    method=record.method, uri=record.uri,
+                    request_id=getattr(request, "request_id", b""))
 
 
 def _ended(request: Any, record: Record, now: float, outcome: str, access_log: bool,

@@ -26,7 +26,7 @@ from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from ..core import paging
+from ..core import paging, split
 from ..core.config import Config, Route
 from ..core.directory import Pending
 from ..core.errors import ClientError, ShardError
@@ -88,8 +88,8 @@ def _targets(gateway: "Gateway", route: Route, args: Mapping[bytes, list[bytes]]
 
 
 def _foreign(gateway: "Gateway", route: Route) -> Callable[[str, Any], bool] | None:
-    """While tenants move: is an item of a shard another shard's? Its
-    ``owner_field`` names its tenant, the directory the tenant's owner."""
+    """While tenants move: is an item of a shard another shard's? The core
+    reads its ``owner_field`` (its tenant); the directory names the owner."""
     field = paging.options(route).owner_field
     if field is None:
         return None
@@ -98,8 +98,7 @@ def _foreign(gateway: "Gateway", route: Route) -> Callable[[str, Any], bool] | N
     dropped = metrics().foreign_items
     label = route.path.text
 
-    def foreign(shard: str, item: Any) -> bool:
-        key = field.lookup(item)
+    def foreign(shard: str, key: Any) -> bool:
         if key is None or isinstance(key, (dict, list, bool)):
             return False
         try:
@@ -145,7 +144,8 @@ class ScatterResponse:
                                 accept.decode("latin-1") if accept else None,
                                 config.cursor_secret, queue_bound=config.server.merge_queue,
                                 foreign=_foreign(gateway, route),
-                                retry_after=empty_page_retry_after(config))
+                                retry_after=empty_page_retry_after(config),
+                                native=split.use_native(config.server.item_parser))
         self.reactor = gateway.client.reactor
         self.calls: list[BalancedCall] = []
         self._queue: deque[Action] = deque()

@@ -39,6 +39,7 @@ log = Logger(namespace="shardstream")
 # Directory answers a request may wait for (fetch, place, fetch again at most).
 MAX_DIRECTORY_ROUNDS = 3
 SERVER = b"shardstream"  # the Server field: a name, no versions
+_PHRASES = {431: b"Request Header Fields Too Large"}  # not in twisted.web.http.RESPONSES
 
 
 class GatewayResource(Resource):
@@ -75,7 +76,8 @@ class GatewayResource(Resource):
         d = gateway.limits.take(partner, stream=match.route.mode == "scatter")
         d.addCallback(lambda check: self._guarded(request, self._decided, request, gateway,
                                                   match, partner, check))
-        d.addErrback(lambda f: log.failure("internal error in a rate-limit check", f))
+        d.addErrback(lambda f: log.failure("internal error in a rate-limit check (request "
+                                           "{request_id})", f, request_id=request.request_id))
 
     def _decided(self, request: Any, gateway: Gateway, match: Match, partner: Partner,
                  check: limits_mod.Check) -> None:
@@ -135,12 +137,23 @@ class GatewayResource(Resource):
         if failure.check(ClientError):
             refuse(request, failure.value)
             return
-        log.failure("internal error in a shard directory lookup", failure)
+        log.failure("internal error in a shard directory lookup (request {request_id})",
+                    failure, request_id=getattr(request, "request_id", b""))
         respond_error(request, 500, "internal_error",
                       "the gateway failed on this request; it is logged")
 
 
-class GatewayRequest(server.Request):
+class NamedRequest(server.Request):
+    """A request whose answer's Server field names no versions (Twisted's
+    says ``TwistedWeb/26.10.0``: a gift to whoever scans for old ones)."""
+
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting:  # the head goes out now
+            self.responseHeaders.setRawHeaders(b"server", [SERVER])
+        super().write(data)
+
+
+class GatewayRequest(NamedRequest):
     """A request that is bounded by its route's ``max_body`` and pinned to one gateway.
 
     Its gateway and route are chosen when its headers are in, so a reload
@@ -181,7 +194,7 @@ class GatewayRequest(server.Request):
             # Refused at once: no reason to wait for a body we will not read.
             self.channel._refuse(413, "body_too_large", f"the request body ({length} bytes "
                                  f"declared) is over {self._limit} bytes", label,
-                                 command.decode("ascii", "replace"))
+                                 command.decode("ascii", "replace"), self.request_id)
             self.content = io.BytesIO()
             self.too_large = True
             return
@@ -228,8 +241,6 @@ class GatewayRequest(server.Request):
             super().handleContentChunk(data)
 
     def write(self, data: bytes) -> None:
-        if not self.startedWriting:  # the head goes out now: no versions in it
-            self.responseHeaders.setRawHeaders(b"server", [SERVER])
         if data and self.record is not None and self.record.first is None:
             self.record.first = time.monotonic()  # a list's first write holds its first item
         super().write(data)
@@ -263,6 +274,7 @@ class _Channel(http.HTTPChannel):
             # Bytes Twisted queues for this client before it pauses our producer
             # (and so the shards): the per-response memory bound for slow readers.
             self.transport.bufferSize = gateway.config.server.write_buffer
+        self._start_header_timer()  # a new connection that sends nothing is slow too
 
     # No default for reason, unlike Protocol's: Twisted always passes one.
     def connectionLost(self, reason: Any) -> None:  # type: ignore[override]
@@ -281,16 +293,31 @@ class _Channel(http.HTTPChannel):
                      "request line or header, or bytes outside ASCII in the target)")
 
     def _refuse(self, status: int, code: str, message: str, route: str = "unmatched",
-                method: str = "other") -> None:
+                method: str = "other", rid: bytes | None = None) -> None:
         """Answer at once, without a request to answer on (its head is bad, or
-        its body too large to read), then close."""
+        its body too large to read), then close. It carries a request id like
+        every answer (the client's, if its header came before the problem),
+        and gets its log line."""
+        if rid is None:
+            partial = self.requests[-1] if self.requests else None  # the head read so far
+            given = (partial.requestHeaders.getRawHeaders(b"x-request-id", [None])[-1]
+                     if partial is not None else None)
+            rid = request_id(given)
         body = error_body(code, message)
-        phrase = http.RESPONSES.get(status, b"Error")
+        phrase = http.RESPONSES.get(status) or _PHRASES.get(status, b"Error")
         self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-                             % (status, phrase, len(body), body))
+                             b"Content-Length: %d\r\nX-Request-ID: %s\r\n"
+                             b"Connection: close\r\n\r\n%s"
+                             % (status, phrase, len(body), rid, body))
         metrics().requests.labels(route, record_mod.known_method(method),
                                   status_class(status)).inc()
+        gateway = getattr(self.site.resource, "gateway", None)
+        if gateway is None or gateway.config.server.access_log:
+            peer = self.transport.getPeer()
+            log.info("{client} refused {status} {code} request_id={request_id}",
+                     event="refused", client=getattr(peer, "host", None) or "-",
+                     status=status, code=code, route=route, method=method,
+                     request_id=rid.decode("ascii"))
         self.loseConnection()
 
     _too_big: tuple[int, str, str] | None = None
@@ -301,13 +328,18 @@ class _Channel(http.HTTPChannel):
         return bool(getattr(self, "_HTTPChannel__first_line", 1))
 
     def dataReceived(self, data: bytes) -> None:
-        timeout = self.site.header_timeout
+        self._start_header_timer()
+        super().dataReceived(data)
+
+    def _start_header_timer(self) -> None:
+        """Between requests the timer waits for a first byte (an idle
+        keep-alive connection is Twisted's idle timeout's business)."""
+        timeout = getattr(self.site, "header_timeout", None)
         if (self._awaiting_head and self._header_timer is None and timeout
                 and not getattr(self, "_handlingRequest", False)):
             from twisted.internet import reactor
 
             self._header_timer = reactor.callLater(timeout, self._headers_late)
-        super().dataReceived(data)
 
     def lineReceived(self, line: bytes) -> Any:
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
@@ -405,4 +437,6 @@ def make_site(gateway: Gateway) -> TrackingSite:
 
 def make_admin_site(main: TrackingSite) -> TrackingSite:
     """The ``admin.listen`` endpoint's site, following the main site's gateway."""
-    return TrackingSite(admin.AdminResource(main.resource))
+    site = TrackingSite(admin.AdminResource(main.resource))
+    site.requestFactory = NamedRequest
+    return site

@@ -33,6 +33,13 @@ def test_good_config_loads_into_immutable_objects(tmp_path):
 
 
 BAD = [
+    (GOOD + '\n[rate_limit]\nredis_url = "redis://ops:hunter2@127.0.0.1:6379/0"\n',
+     "rate_limit.redis_url", "'redis://***@127.0.0.1:6379/0' must not contain a user or password"),
+    (GOOD + "\n[auth]\n", "auth.keys_file", "[auth] turns authentication on"),
+    (GOOD.replace("[server]\n", "[server]\nitem_parser = \"fast\"\n"), "server.item_parser",
+     "must be one of"),
+    (GOOD.replace("[upstream]\n", "[upstream]\nclient = \"curl\"\n"), "upstream.client",
+     "must be one of"),
     (GOOD.replace('mode = "scatter"', 'mode = "fanout"'), "routes[0].mode", "must be one of"),
     (GOOD.replace('items = "data.item"', ""), "routes[0].items", "is required"),
     (GOOD.replace('shard_key = "vendor_id"', 'shard_key = "vendor"'), "routes[1].shard_key",
@@ -127,6 +134,7 @@ def test_errors_name_file_key_and_problem(tmp_path, text, key, problem):
         load_config(path)  # the daemon's loader: the core's, with Twisted judging server.listen
     assert e.value.key == key
     assert problem in e.value.problem
+    assert "hunter2" not in str(e.value)
     assert str(e.value).startswith(f"{path}: {key}" if key else path)
 
 

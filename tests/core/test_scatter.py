@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from orders import reference_cmp
 
-from shardstream.core import config, paging
+from shardstream.core import config, paging, split
 from shardstream.core.encode import JSONListEncoder, NDJSONEncoder
 from shardstream.core.errors import ShardError
 from shardstream.core.merge import OrderedMerge, sort_key
@@ -412,10 +412,13 @@ def shard_body(items, query: dict[str, list[str]]) -> bytes:
     return json.dumps({"data": page, "meta": {"total": len(items)}}).encode()
 
 
-def run_page(shards, route, client_args, rng):
+NATIVE = [False, True] if split.NATIVE else [False]  # items decoded, or passed as bytes
+
+
+def run_page(shards, route, client_args, rng, native=False):
     names = [f"s{i}" for i in range(len(shards))]
     q = paging.parse(route, client_args, SECRET, shards=names)
-    sc = scatter_for(route, q, names, None, SECRET)
+    sc = scatter_for(route, q, names, None, SECRET, native=native)
     out = Shell(sc)
     bodies = {}
     for i, name in enumerate(names):
@@ -441,9 +444,10 @@ def run_page(shards, route, client_args, rng):
 
 
 @settings(max_examples=150, deadline=None)
-@given(shard_contents, st.integers(1, 7), st.booleans(), st.booleans(), st.randoms())
+@given(shard_contents, st.integers(1, 7), st.booleans(), st.booleans(), st.randoms(),
+       st.sampled_from(NATIVE))
 def test_following_cursors_returns_every_item_once_in_global_order(
-        keys, page, descending, sorted_, rng):
+        keys, page, descending, sorted_, rng, native):
     shards = [[{"k": k, "s": s, "n": n} if k is not None else {"s": s, "n": n}
                for n, k in enumerate(ks)] for s, ks in enumerate(keys)]
     route = ROUTE
@@ -452,7 +456,7 @@ def test_following_cursors_returns_every_item_once_in_global_order(
         first["sort"] = "-k" if descending else "k"
     got, client_args, pages = [], args(**first), 0
     while True:
-        doc = run_page(shards, route, client_args, rng)
+        doc = run_page(shards, route, client_args, rng, native)
         pages += 1
         assert len(doc["data"]) <= page
         got += doc["data"]
@@ -478,11 +482,12 @@ def test_following_cursors_returns_every_item_once_in_global_order(
 
 
 @settings(max_examples=100, deadline=None)
-@given(shard_contents, st.integers(0, 10), st.integers(1, 10), st.randoms())
-def test_limit_and_offset_slice_the_merged_list(keys, offset, limit, rng):
+@given(shard_contents, st.integers(0, 10), st.integers(1, 10), st.randoms(),
+       st.sampled_from(NATIVE))
+def test_limit_and_offset_slice_the_merged_list(keys, offset, limit, rng, native):
     shards = [[{"k": k, "s": s, "n": n} for n, k in enumerate(ks) if k is not None]
               for s, ks in enumerate(keys)]
-    doc = run_page(shards, ROUTE, args(sort="k", limit=limit, offset=offset), rng)
+    doc = run_page(shards, ROUTE, args(sort="k", limit=limit, offset=offset), rng, native)
     everything = sorted((i for shard in shards for i in shard),
                         key=lambda i: (sort_key("k")(i), i["s"], i["n"]))
     assert doc["data"] == everything[offset: offset + limit]

@@ -251,3 +251,16 @@ def test_a_listen_twisted_cannot_parse_exits_78_naming_file_and_key(tmp_path):
     assert first.startswith(
         "shardstream: config error: gw.toml: server.listen: not a valid Twisted endpoint ("), first
     assert second == "shardstream: gw.toml: server.max_body: must be greater than 0, not 0"
+
+
+def test_a_systemd_endpoint_without_a_passed_socket_exits_78_saying_so(tmp_path):
+    (tmp_path / "gw.toml").write_text(
+        '[server]\nlisten = "systemd:domain=INET:index=0"\n'
+        '[shards.s1]\nurls = ["http://127.0.0.1:1"]\n'
+        '[[routes]]\npath = "/x"\nmode = "scatter"\nitems = "data.item"\n')
+    environ = {k: v for k, v in env().items() if not k.startswith("LISTEN_")}
+    out = subprocess.run([*TWISTD, "-n", "--pidfile=", "shardstream", "--config", "gw.toml"],
+                         cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 78, out.stdout + out.stderr
+    assert "systemd passed no socket with that index" in out.stdout + out.stderr
+    assert "list index out of range" not in out.stdout + out.stderr

@@ -84,6 +84,34 @@ def test_the_gateway_rereads_the_keys_file_on_sighup(tmp_path):
     assert key not in out and "NO AUTHENTICATION" not in out
 
 
+def test_keys_from_a_systemd_credential_work_and_are_read_from_the_copy(tmp_path):
+    port = listen_port()
+    key = keys_cmd(tmp_path, "add", "--file", "keys.toml", "--partner", "acme",
+                   "--scope", "/a").stdout.splitlines()[-1]
+    creds = tmp_path / "credentials"  # what systemd's LoadCredential= makes
+    creds.mkdir()
+    (creds / "keys").write_text((tmp_path / "keys.toml").read_text())
+    cfg = _gateway_config(tmp_path, port)
+    cfg.write_text(cfg.read_text().replace(f'keys_file = "{tmp_path / "keys.toml"}"',
+                                           'keys_credential = "keys"'))
+    proc = twistd(tmp_path, "--config", str(cfg), extra_env={"CREDENTIALS_DIRECTORY": str(creds)})
+    try:
+        wait_for_line(proc, "listening on")
+        auth = {"Authorization": f"Bearer {key}"}
+        assert get(f"http://127.0.0.1:{port}/a", auth)[0] == 502  # in: the shard is down
+        assert get(f"http://127.0.0.1:{port}/a")[0] == 401
+        # Revoked in the source file: the credential is systemd's copy, unchanged until a
+        # restart, so the key still works after a reload (as the README says).
+        keys_cmd(tmp_path, "revoke", "--file", "keys.toml", "--partner", "acme")
+        proc.send_signal(signal.SIGHUP)
+        wait_for_line(proc, "reloaded")
+        assert get(f"http://127.0.0.1:{port}/a", auth)[0] == 502
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
+    assert key not in out
+
+
 def test_no_auth_on_a_public_address_is_a_loud_warning(tmp_path):
     port = free_port()
     cfg = tmp_path / "gw.toml"

@@ -18,11 +18,15 @@ from support import free_port, listen_port, metric_samples
 
 SECRET = "cursor-secret-that-must-never-be-logged"
 PASSWORD = "hunter2-in-a-url"
+SHARD_TOKEN = "shard-credential-never-logged"  # s1's upstream credential
 ITEMS = 6
 
 
 class _Shard(BaseHTTPRequestHandler):
+    keys: list = []  # the X-Shard-Key of every request
+
     def do_GET(self) -> None:
+        _Shard.keys.append(self.headers.get("X-Shard-Key"))
         body = json.dumps({"data": [{"id": i, "name": f"tour {i}"} for i in range(ITEMS)]})
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -56,6 +60,7 @@ def _config(tmp_path: Path, port: int, admin: int, shard: int, dead: int,
         f'[upstream]\nretries = 0\n'
         '[cursor]\nsecret_env = "GW_SECRET"\n'
         f'[shards.s1]\nurls = ["http://127.0.0.1:{shard}"]\n'
+        '[shards.s1.credentials]\nheader = "X-Shard-Key"\nvalue_env = "S1_TOKEN"\n'
         f'[shards.s2]\nurls = ["http://127.0.0.1:{dead}"]\n'
         '[[routes]]\npath = "/a"\nmode = "scatter"\nitems = "data.item"\n' + extra)
     return cfg
@@ -77,7 +82,8 @@ def test_one_scrape_sums_every_workers_metrics_and_the_logs_are_json_without_sec
     shard = _shard()
     port, admin = listen_port(), listen_port()
     cfg = _config(tmp_path, port, admin, shard.server_address[1], free_port())
-    proc = twistd(tmp_path, "--config", str(cfg), extra_env={"GW_SECRET": SECRET})
+    proc = twistd(tmp_path, "--config", str(cfg), extra_env={"GW_SECRET": SECRET,
+                                                                   "S1_TOKEN": SHARD_TOKEN})
     lines: list[str] = []  # the whole log, for the checks at the end
 
     def wait(needle: str) -> None:
@@ -174,4 +180,5 @@ def test_one_scrape_sums_every_workers_metrics_and_the_logs_are_json_without_sec
     reload = next(r for r in records if r.get("event") == "reload" and "changed" in r)
     assert reload["changed"] == [] and reload["generation"] == 2
     assert not os.path.exists(metrics_dir)  # cleaned at the end
-    assert SECRET not in out and PASSWORD not in out
+    assert SECRET not in out and PASSWORD not in out and SHARD_TOKEN not in out
+    assert set(_Shard.keys) == {SHARD_TOKEN}  # it was in use all along

@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,8 +30,10 @@ def _key(tmp_path: Path, *limits: str) -> str:
 
 
 def _gateway(tmp_path: Path, name: str, redis: int, down: str = "open",
-             admin: int | None = None) -> tuple[int, subprocess.Popen]:
+             admin: int | None = None, shard: str | None = None
+             ) -> tuple[int, subprocess.Popen]:
     port = listen_port()
+    shard = shard or f"http://127.0.0.1:{free_port()}"  # none: a dead one
     cfg = tmp_path / f"{name}.toml"
     cfg.write_text(
         f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\n'
@@ -37,7 +41,7 @@ def _gateway(tmp_path: Path, name: str, redis: int, down: str = "open",
         + f'[auth]\nkeys_file = "{tmp_path / "keys.toml"}"\n'
         f'[rate_limit]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:{redis}/0"\n'
         f'on_redis_down = "{down}"\ntimeout = 0.2\n'
-        f'[shards.s1]\nurls = ["http://127.0.0.1:{free_port()}"]\n'
+        f'[shards.s1]\nurls = ["{shard}"]\n'
         '[[routes]]\npath = "/a"\nmode = "scatter"\nitems = "data.item"\n')
     proc = twistd(tmp_path, "--config", str(cfg))
     wait_for_line(proc, "listening on")
@@ -132,7 +136,7 @@ def test_list_streams_are_capped_across_gateways_through_redis(tmp_path):
     threading.Thread(target=shard.serve_forever, daemon=True).start()
     redis_port = free_port()
     redis = redis_server(tmp_path, redis_port)
-    key = _key(tmp_path, "--concurrency", "1")
+    key = _key(tmp_path, "--concurrency", "1", "--rate", "100", "--burst", "50")
     gateways = []
     for name in ("a", "b"):
         gateways.append(_gateway(tmp_path, name, redis_port))
@@ -150,8 +154,11 @@ def test_list_streams_are_capped_across_gateways_through_redis(tmp_path):
         streaming.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
                           + key.encode() + b"\r\n\r\n")
         assert b"200" in streaming.recv(100)  # a list stream in flight on gateway a ...
-        status, _ = _ask(b, key)
+        status, fields = _ask(b, key)
         assert status == 429  # ... counts on gateway b too
+        # and says where the bucket stands: one token taken (a's), none for this refusal
+        assert fields["ratelimit-policy"] == '"default";q=50;w=1'
+        assert fields["ratelimit"].split(";")[1] in ("r=49", "r=48"), fields  # refill: 10 ms
         streaming.close()  # the client leaves: its slot goes back, through Redis
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and status == 429:
@@ -164,3 +171,117 @@ def test_list_streams_are_capped_across_gateways_through_redis(tmp_path):
         redis.terminate()
         redis.wait(timeout=10)
         shard.shutdown()
+
+
+def _slow_shard() -> Any:
+    """A shard whose list comes in two halves, its ``delay`` seconds apart (a stream
+    in flight meanwhile)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"data": [{"id": 1},')
+            self.wfile.flush()
+            time.sleep(self.server.delay)  # type: ignore[attr-defined]
+            try:
+                self.wfile.write(b' {"id": 2}]}')
+            except OSError:
+                pass  # the gateway's client left, and the gateway with it
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    shard = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    shard.daemon_threads = True
+    shard.delay = 0.0  # type: ignore[attr-defined]
+    threading.Thread(target=shard.serve_forever, daemon=True).start()
+    return shard
+
+
+def _open_stream(port: int, key: str) -> Any:
+    """A list stream started on the gateway at ``port``: the socket, once its status came."""
+    import socket
+
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode()
+              + b"\r\n\r\n")
+    head = s.recv(100)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return s
+
+
+def _zcard(port: int, key: str) -> int:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"ZCARD {key}\r\n".encode())
+        reply = s.recv(64)
+    assert reply.startswith(b":"), reply
+    return int(reply[1:].split(b"\r\n")[0])
+
+
+def _soon(what: Callable[[], bool], seconds: float, every: float = 0.05) -> bool:
+    deadline = time.monotonic() + seconds
+    while not what() and time.monotonic() < deadline:
+        time.sleep(every)
+    return what()
+
+
+# Frozen for less than txredisapi's reply timeout (0.8 s here: the late answers
+# come), and for longer (the connections are dropped and made again meanwhile,
+# but Redis still runs the scripts it had received).
+@pytest.mark.parametrize("pause", [0.5, 4.0])
+def test_checks_given_up_while_redis_is_frozen_leave_no_slot_held(tmp_path, pause):
+    """Redis frozen (SIGSTOP) under two list-stream checks: the gateway gives up on
+    them (open: served unlimited), but Redis runs their scripts once it thaws. The
+    slots those took are given back at once, not when they expire."""
+    shard = _slow_shard()
+    redis_port = free_port()
+    redis = redis_server(tmp_path, redis_port)
+    key = _key(tmp_path, "--concurrency", "2", "--rate", "1000", "--burst", "1000")
+    port, proc = _gateway(tmp_path, "a", redis_port,
+                          shard=f"http://127.0.0.1:{shard.server_address[1]}")
+
+    def count() -> int:  # the partner's slots held in Redis
+        return _zcard(redis_port, "shardstream:streams:acme")
+
+    try:
+        assert "ratelimit" in _ask(port, key)[1]  # checked through Redis
+        assert _soon(lambda: count() == 0, 5)
+        shard.delay = 1.0
+        redis.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            frozen = [_open_stream(port, key) for _ in range(2)]  # given up on: unlimited
+            for s in frozen:
+                s.close()
+            time.sleep(max(0.0, pause - (time.monotonic() - started)))
+        finally:
+            redis.send_signal(signal.SIGCONT)
+        thawed = time.monotonic()
+        # the slots' lease is 30 s (and was an hour): this is them given back
+        assert _soon(lambda: count() == 0, 3), count()
+        assert time.monotonic() - thawed < 3
+        # once Redis answers the checks again, both slots are the partner's, and no more
+        shard.delay = 0.0
+        assert _soon(lambda: "ratelimit" in _ask(port, key)[1], 15, every=0.2)
+        shard.delay = 5.0
+        held = [_open_stream(port, key) for _ in range(2)]
+        assert count() == 2
+        status, _ = _ask(port, key)
+        assert status == 429
+        for s in held:
+            s.close()
+        assert _soon(lambda: count() == 0, 5), count()
+    finally:
+        redis.send_signal(signal.SIGCONT)
+        code, out = stop(proc)
+        redis.terminate()
+        redis.wait(timeout=10)
+        shard.shutdown()
+    assert code == 0, out
+    assert out.count("does not answer") == 1 and out.count("answers again") == 1, out

@@ -140,8 +140,12 @@ def test_notify_socket_gone_does_not_stop_the_gateway(tmp_path):
 
 
 def _installed_units(tmp_path: Path) -> Path:
-    """The units as installed, with ExecStart pointing at this Python's bin."""
-    for name in [*UNITS, DROP_IN]:
+    """The units and their whole drop-in directory as installed, with
+    ExecStart pointing at this Python's bin."""
+    drop_ins = sorted(str(f.relative_to(ROOT / "systemd"))
+                      for f in (ROOT / "systemd" / "shardstream.service.d").iterdir())
+    assert DROP_IN in drop_ins, drop_ins
+    for name in [*UNITS, *drop_ins]:
         target = tmp_path / name
         target.parent.mkdir(parents=True, exist_ok=True)
         text = (ROOT / "systemd" / name).read_text()
@@ -152,11 +156,27 @@ def _installed_units(tmp_path: Path) -> Path:
 @pytest.mark.skipif(not shutil.which("systemd-analyze"),
                     reason="systemd-analyze (Debian package systemd) is not installed")
 @pytest.mark.skipif(not (BIN / "twistd").exists(), reason="twistd is not installed beside python")
-def test_systemd_analyze_verify_accepts_every_unit(tmp_path):
-    where = _installed_units(tmp_path)
-    out = subprocess.run(["systemd-analyze", "verify", *UNITS], cwd=where,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and not (out.stdout + out.stderr).strip(), out.stdout + out.stderr
+def test_systemd_analyze_verify_accepts_every_unit_and_the_drop_in(tmp_path):
+    """Both units and the drop-in verify clean. ``SYSTEMD_UNIT_PATH=<dir>:``
+    (the trailing colon keeps the default paths after it) makes verify load
+    ``<dir>/shardstream.service.d/``; a bad line in a copy of the drop-in must
+    then be reported, or the drop-in was never verified."""
+
+    def verify(where: Path) -> tuple[int, str]:
+        out = subprocess.run(["systemd-analyze", "verify", *(str(where / u) for u in UNITS)],
+                             cwd=where, capture_output=True, text=True, timeout=60, check=False,
+                             env={**os.environ, "SYSTEMD_UNIT_PATH": f"{where}:"})
+        return out.returncode, (out.stdout + out.stderr).strip()
+
+    where = _installed_units(tmp_path / "shipped")
+    code, said = verify(where)
+    assert code == 0 and not said, said
+
+    broken = _installed_units(tmp_path / "broken")
+    with (broken / DROP_IN).open("a") as f:
+        f.write("Bogus=1\n")  # in the drop-in's last section, [Service]
+    code, said = verify(broken)
+    assert re.search(r"socket-workers\.conf:\d+: Unknown key '?Bogus'?", said), (code, said)
 
 
 def _unit(name: str) -> configparser.RawConfigParser:

@@ -185,8 +185,13 @@ class DirectoryFileTests(GatewayTestCase):
         r = yield page("/v3/events?sort=starts_at")
         self.assertEqual([i["shard"] for i in r.json()["data"] if i["vendor_id"] == "v1"],
                          ["a"] * 6)  # the partial copy on b is never listed
+        from shardstream.observe.metrics import metrics
+
+        counted = metrics().moving_writes.labels("vendor_id")
+        before = counted._value.get()
         r = yield self.fetch(base + "/v3/events", "POST", {}, b'{"vendor_id": "v1"}')
         self.assertEqual((r.code, r.json()["error"]["code"]), (503, "tenant_moving"))
+        self.assertEqual(counted._value.get(), before + 1)
         self.assertEqual(r.headers.getRawHeaders("retry-after"), ["2"])
         r = yield self.fetch(base + "/v3/vendors/v1/events")
         self.assertEqual(r.headers.getRawHeaders("x-shard"), ["a"])  # reads: the source

@@ -248,6 +248,16 @@ for _name in ("hang_mid_body", "malformed_json_mid_body", "cut_mid_body"):
     setattr(StrictModeFaults, f"test_{_name}_aborts_sorted", _after_sorted)
 
 
+class PartialModeFaultsDecoded(PartialModeFaults):
+    """The same faults with list items decoded by ijson (no native splitter)."""
+
+    item_parser = "python"
+
+
+class StrictModeFaultsDecoded(StrictModeFaults):
+    item_parser = "python"
+
+
 class StrictModeTests(FaultTestCase):
 
     @defer.inlineCallbacks

@@ -32,6 +32,8 @@ class HygieneTests(GatewayTestCase):
     def answer(self, client) -> tuple[int, dict]:
         head, _, body = bytes(client.received).partition(b"\r\n\r\n")
         status = int(head.split(b" ")[1])
+        # Every answer carries a request id, these refusals included.
+        self.assertRegex(head, rb"\r\n(?i:X-Request-ID): [A-Za-z0-9._:/+=@-]{1,128}\r\n")
         return status, json.loads(body) if body.startswith(b"{") else {}
 
     @defer.inlineCallbacks
@@ -40,9 +42,11 @@ class HygieneTests(GatewayTestCase):
         client = yield self.raw(b"GET /v3/events?" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n")
         self.assertEqual(self.answer(client), (414, {"error": {
             "code": "uri_too_long", "message": "the request line is over 16384 bytes"}}))
-        client = yield self.raw(b"GET /v3/events HTTP/1.1\r\nX-Big: " + b"b" * 20000
-                                + b"\r\n\r\n")
+        client = yield self.raw(b"GET /v3/events HTTP/1.1\r\nX-Request-ID: big-1\r\nHost: x\r\nX-Big: "
+                                + b"b" * 20000 + b"\r\n\r\n")
         self.assertEqual(self.answer(client)[0], 431)
+        self.assertIn(b"HTTP/1.1 431 Request Header Fields Too Large\r\n", bytes(client.received))
+        self.assertIn(b"\r\nX-Request-ID: big-1\r\n", bytes(client.received))  # the client's
         many = b"".join(b"X-H%d: v\r\n" % i for i in range(150))
         client = yield self.raw(b"GET /v3/events HTTP/1.1\r\n" + many + b"\r\n")
         status, body = self.answer(client)
@@ -54,9 +58,11 @@ class HygieneTests(GatewayTestCase):
     def test_a_body_declared_too_large_is_413_at_once(self):
         self.start(max_body=1000)
         client = yield self.raw(b"POST /v3/vendors/v1/events HTTP/1.1\r\nHost: x\r\n"
+                                b"X-Request-ID: huge-1\r\n"
                                 b"Content-Length: 100000000000000000000\r\n\r\n")
         status, body = self.answer(client)  # the connection closed: no body was waited for
         self.assertEqual((status, body["error"]["code"]), (413, "body_too_large"))
+        self.assertIn(b"\r\nX-Request-ID: huge-1\r\n", bytes(client.received))
         self.assertEqual(self.sims["s1"].requests, [])
 
     @defer.inlineCallbacks
@@ -67,6 +73,11 @@ class HygieneTests(GatewayTestCase):
             yield task.deferLater(reactor, 0.12, client.transport.write, b"X")
         yield client.closed
         self.assertEqual(self.answer(client)[0], 408)
+        # A connection that sends nothing at all is as slow: closed after the same time.
+        started = reactor.seconds()
+        client = yield self.raw(b"", wait_close=True)
+        self.assertEqual(self.answer(client)[0], 408)
+        self.assertLess(reactor.seconds() - started, 5)  # header_timeout (0.3 s), not 60 s
 
     @defer.inlineCallbacks
     def test_no_versions_and_no_shard_server_fields_go_out(self):

@@ -195,10 +195,12 @@ class AdminEndpointTests(GatewayTestCase):
         for path in ("/livez", "/readyz", "/healthz", "/metrics"):
             r = yield self.fetch(admin + path)
             self.assertEqual(r.code, 200, path)
+            self.assertEqual(r.headers.getRawHeaders("server"), ["shardstream"])  # no versions
             r = yield self.fetch(base + path)  # routed like any other path: no such route
             self.assertEqual((r.code, r.json()["error"]["code"]), (404, "not_found"), path)
         r = yield self.fetch(admin + "/v3/events")  # no partner traffic on the admin endpoint
         self.assertEqual(r.code, 404)
+        self.assertEqual(r.headers.getRawHeaders("server"), ["shardstream"])
         r = yield self.fetch(admin + "/metrics", method="POST")
         self.assertEqual(r.code, 405)
         r = yield self.fetch(base + "/v3/events")

@@ -63,6 +63,32 @@ class RouteTests(GatewayTestCase):
         self.assertEqual(r.body, direct.body)  # byte for byte: never re-encoded
 
     @defer.inlineCallbacks
+    def test_fields_a_shard_names_in_connection_are_not_relayed(self):
+        from twisted.internet import reactor
+        from twisted.web import resource, server
+
+        class Leaky(resource.Resource):
+            isLeaf = True
+
+            def render(self, request):
+                request.setHeader(b"connection", b"X-Leak, keep-alive")
+                request.setHeader(b"x-leak", b"secret-hop")
+                request.setHeader(b"x-kept", b"end-to-end")
+                return b'{"ok": true}'
+
+        port = reactor.listenTCP(0, server.Site(Leaky()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        url = f"http://127.0.0.1:{port.getHost().port}"
+        for client in ("lean", "twisted"):
+            base = self.gateway(routes=ROUTES, shard_map=SHARD_MAP, shards={"s1": url, "s2": url},
+                                upstream={"client": client})
+            for method, body in (("GET", None), ("POST", b"{}"), ("HEAD", None)):
+                r = yield self.fetch(base + "/v3/vendors/v1/events", method=method, body=body)
+                self.assertEqual(r.code, 200, (client, method))
+                self.assertIsNone(r.headers.getRawHeaders("x-leak"), (client, method))
+                self.assertEqual(r.headers.getRawHeaders("x-kept"), ["end-to-end"])
+
+    @defer.inlineCallbacks
     def test_percent_encoded_key(self):
         base = self.start()
         r = yield self.fetch(base + "/echo/v%203")

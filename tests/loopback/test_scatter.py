@@ -6,6 +6,8 @@ import json
 
 from twisted.internet import defer
 
+from shardstream.core import parse, split
+
 from support import GatewayTestCase, free_port, items
 
 
@@ -60,13 +62,16 @@ class InterleavedTests(GatewayTestCase):
         self.shard("s2")
         base = self.gateway()
         r = yield self.fetch(base + "/v3/events?vendor_id=x&b=%20c",
-                             headers={"Authorization": "Bearer t", "Accept": "text/html",
+                             headers={"Authorization": "Bearer t", "Cookie": "sid=1",
+                                      "Accept": "text/html",
                                       "Connection": "close, X-Hop", "X-Hop": "1"})
         self.assertEqual(r.code, 200)
         for sim in self.sims.values():
             (req,) = sim.requests
             self.assertEqual(req["uri"], "/v3/events?vendor_id=x&b=%20c")
-            self.assertEqual(req["headers"]["authorization"], ["Bearer t"])
+            # a client's credentials never reach a shard, even without [auth]
+            self.assertNotIn("authorization", req["headers"])
+            self.assertNotIn("cookie", req["headers"])
             self.assertEqual(req["headers"]["accept"], ["application/json"])
             self.assertNotIn("x-hop", req["headers"])
             self.assertEqual(req["headers"]["x-forwarded-for"], ["127.0.0.1"])
@@ -76,14 +81,19 @@ class InterleavedTests(GatewayTestCase):
         item = {"id": 1, "shard": "s1", "big": 123456789012345678901234567890,
                 "price": 0.1000000000000000055511151231257827, "neg": -1e-7, "t": "é ✓ \" \\ \u2028"}
         self.shard("s1", [item])
-        base = self.gateway()
-        r = yield self.fetch(base + "/v3/events")
-        text = r.body.decode()
-        self.assertIn('"big":123456789012345678901234567890', text)
-        self.assertIn('"price":0.1', text)  # json.dumps of the float: the shard's own digits
-        doc = r.json()
-        self.assertEqual(doc["data"][0]["t"], item["t"])
-        self.assertEqual(doc["data"][0]["big"], item["big"])
+        sent = json.dumps(item).encode()  # what the shard sends, spaces and escapes included
+        for parser in ("python", "native") if split.NATIVE else ("python",):
+            base = self.gateway(server={"item_parser": parser})
+            r = yield self.fetch(base + "/v3/events")
+            text = r.body.decode()
+            if parser == "native":  # the shard's bytes, unchanged
+                self.assertIn(b'{"data":[' + sent + b'],', r.body)
+            else:  # decoded and encoded again: the same values, the same digits
+                self.assertIn('"big":123456789012345678901234567890', text)
+                self.assertIn('"price":0.1,', text)  # json.dumps of the float: the shard's digits
+            doc = r.json()
+            self.assertEqual(doc["data"][0]["t"], item["t"])
+            self.assertEqual(doc["data"][0]["big"], item["big"])
 
 
 class NDJSONTests(GatewayTestCase):
@@ -222,7 +232,7 @@ class RobustnessTests(GatewayTestCase):
             node = node["x"]
         self.shard("ok", items("ok", 20))
         self.shard("bad", items("bad", 2) + [deep] + items("bad", 6)[3:], batch=1)
-        base = self.gateway()
+        base = self.gateway(server={"item_parser": "python"})
         r = yield self.fetch(base + "/v3/events")
         doc = r.json()
         f = failed(doc)["bad"]
@@ -230,6 +240,13 @@ class RobustnessTests(GatewayTestCase):
         self.assertEqual(f["items_delivered"], len([i for i in doc["data"] if i["shard"] == "bad"]))
         self.assertEqual(len([i for i in doc["data"] if i["shard"] == "ok"]), 20)
         self.flushLoggedErrors()
+        if split.NATIVE:  # bytes pass through: nothing is encoded, the deep item arrives whole
+            base = self.gateway(server={"item_parser": "native"})
+            r = yield self.fetch(base + "/v3/events")
+            doc = json.loads(r.body)  # json, not the client's parser: 300 deep
+            self.assertEqual(doc["meta"]["shards"]["failed"], [])
+            self.assertEqual(len([i for i in doc["data"] if i["shard"] == "bad"]), 6)
+            self.assertIn(deep, doc["data"])
 
     @defer.inlineCallbacks
     def test_conditional_and_range_headers_are_not_sent_to_shards(self):
@@ -268,3 +285,45 @@ class RobustnessTests(GatewayTestCase):
         r = yield self.fetch(base + "/v3/events")
         self.assertEqual(failed(r.json())["tls"]["error"], "tls_error")
         self.flushLoggedErrors()
+
+
+class ItemParserChoiceTests(GatewayTestCase):
+    """server.item_parser: the start-up log line says which path list items take."""
+
+    def started(self, parser: str | None) -> str:
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        try:
+            self.shard("s1")
+            self.gateway(server={"item_parser": parser} if parser else {})
+        finally:
+            globalLogPublisher.removeObserver(events.append)
+        (line,) = [formatEvent(e) for e in events if e.get("event") == "startup"]
+        return line
+
+    def test_the_startup_line_names_the_native_splitter_or_ijson(self):
+        if split.NATIVE:
+            self.assertIn("list items: native splitter", self.started(None))
+            self.assertIn("list items: native splitter", self.started("native"))
+        self.assertIn(f'list items: ijson {parse.BACKEND} (server.item_parser = "python")'
+                      if split.NATIVE else "the native splitter is not built",
+                      self.started("python"))
+
+    def test_native_without_the_extension_is_a_config_error_naming_the_key(self):
+        from shardstream.core import config as config_mod
+
+        saved = split.NATIVE
+        split.NATIVE = False
+        self.addCleanup(setattr, split, "NATIVE", saved)
+        with self.assertRaises(config_mod.ConfigError) as e:
+            config_mod.parse({"server": {"item_parser": "native"},
+                              "shards": {"a": {"urls": ["http://127.0.0.1:1"]}},
+                              "routes": [{"path": "/x", "mode": "scatter", "items": "item"}]},
+                             "gw.toml")
+        self.assertIn("gw.toml", str(e.exception))
+        self.assertIn("server.item_parser", str(e.exception))
+        self.assertIn("not built", str(e.exception))
+        self.assertEqual(split.describe("auto"),
+                         f"ijson {parse.BACKEND} (the native splitter is not built)")

@@ -42,6 +42,28 @@ class TracingTests(GatewayTestCase):
         self.assertEqual(len(parents), 2)  # a span of its own for each shard request
 
     @defer.inlineCallbacks
+    def test_a_retry_on_another_replica_is_a_span_of_its_own(self):
+        self.shard("busy", fail="status", fail_status=503)  # a replica that sheds load
+        self.shard("ok")
+        base = self.gateway(routes=self.routes(), shards={
+            "a": {"urls": [self.urls["busy"], self.urls["ok"]]}})
+        for n in range(8):  # until one request met the busy replica first
+            r = yield self.fetch(base + "/v3/events", headers={
+                "X-Request-ID": f"retry-{n}", "traceparent": f"00-{TRACE}-{PARENT}-01"})
+            self.assertEqual(r.code, 200)
+            tried = [req for sim in (self.sims["busy"], self.sims["ok"]) for req in sim.requests
+                     if req["headers"]["x-request-id"] == [f"retry-{n}"]]
+            if len(tried) == 2:
+                break
+        else:
+            self.fail("no request was retried")
+        parents = {req["headers"]["traceparent"][0].split("-")[2] for req in tried}
+        traces = {req["headers"]["traceparent"][0].split("-")[1] for req in tried}
+        self.assertEqual(traces, {TRACE})
+        self.assertEqual(len(parents), 2)
+        self.assertNotIn(PARENT, parents)
+
+    @defer.inlineCallbacks
     def test_without_a_usable_id_or_traceparent_the_gateway_makes_them(self):
         self.shard("a")
         base = self.gateway(routes=self.routes())

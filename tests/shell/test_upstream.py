@@ -214,9 +214,11 @@ class _KeepAliveShard(Protocol):
 
 
 class PoolTests(unittest.TestCase):
-    """What Twisted's pool must not do to a write (real loopback connections)."""
+    """What Twisted's pool must not do to a write (real loopback connections).
+    Writes always go through it; here the GETs do too (upstream.client)."""
 
     scheme = b"http"
+    client_kind = "twisted"
 
     def listen(self, factory):
         return reactor.listenTCP(0, factory, interface="127.0.0.1")
@@ -228,8 +230,15 @@ class PoolTests(unittest.TestCase):
         port = self.listen(factory)
         self.addCleanup(port.stopListening)
         self.base = b"%s://127.0.0.1:%d" % (self.scheme, port.getHost().port)
-        self.client = UpstreamClient(reactor, UpstreamConfig(first_byte_timeout=2.0))
+        self.client = UpstreamClient(reactor, UpstreamConfig(first_byte_timeout=2.0,
+                                                             client=self.client_kind))
         self.addCleanup(self.client.close)
+
+    def pooled(self):
+        """The idle connections a request starting now could reuse."""
+        if self.client.lean is not None:
+            return [c for o in self.client.lean._origins.values() for c in o.idle]
+        return [c for conns in self.client.pool._connections.values() for c in conns]
 
     def call(self, method, path, on_drop=None):
         sink = _Recorder(on_drop)
@@ -241,7 +250,7 @@ class PoolTests(unittest.TestCase):
         pooled = []
 
         def look():  # the next turn: what a request starting now would reuse
-            pooled.extend(c for conns in self.client.pool._connections.values() for c in conns)
+            pooled.extend(self.pooled())
 
         result = yield self.call(b"GET", b"/503", on_drop=lambda: reactor.callLater(0, look))
         self.assertEqual(result, ("dropped", 503))
@@ -257,6 +266,31 @@ class PoolTests(unittest.TestCase):
         self.assertEqual((yield self.call(b"GET", b"/ok")), ("end", 200))
         result = yield self.call(b"GET", b"/ok")
         self.assertEqual(result, ("end", 200))
+
+
+class LeanPoolTests(PoolTests):
+    """The lean client's pool (the GETs'): the same promises, and a write
+    never meets a connection a GET left idle (the pools are apart)."""
+
+    client_kind = "lean"
+
+    @inlineCallbacks
+    def test_a_write_on_a_connection_the_shard_closed_is_not_resent(self):
+        # A DELETE goes through Twisted's pool: pool a connection there first.
+        self.assertEqual((yield self.call(b"DELETE", b"/ok")), ("end", 200))
+        result = yield self.call(b"DELETE", b"/item/1")
+        self.assertEqual(result, ("failed", "no_response"))
+        self.assertEqual(self.seen.count((b"DELETE", b"/item/1")), 1)
+
+    @inlineCallbacks
+    def test_a_get_on_a_pooled_connection_the_shard_closed_is_sent_once_more(self):
+        self.assertEqual((yield self.call(b"GET", b"/ok")), ("end", 200))
+        self.assertEqual(len(self.pooled()), 1)
+        self.assertEqual((yield self.call(b"GET", b"/again")), ("end", 200))
+        # Once on the pooled connection (reset unanswered), once on a new one.
+        self.assertEqual(self.seen.count((b"GET", b"/again")), 2)
+        self.assertEqual((yield self.call(b"DELETE", b"/ok")), ("end", 200))
+        self.assertEqual(self.seen.count((b"DELETE", b"/ok")), 1)  # never on the GETs' pool
 
 
 class TLSPoolTests(PoolTests):
@@ -292,3 +326,40 @@ class BadRequestTests(unittest.TestCase):
         self.assertFalse(hasattr(sink, "code"))  # nothing reported inside call()
         self.assertEqual((yield sink.result), ("failed", "internal_error"))
         self.assertEqual((call._timer, call._deadlines), (None, {}))  # trial also fails on a pending DelayedCall
+
+
+class LeanTLSPoolTests(LeanPoolTests):
+    scheme = b"https"
+    listen = TLSPoolTests.listen
+
+
+class LoggedRequestIdTests(unittest.TestCase):
+    """A shard call's log lines name the client request it was made for."""
+
+    @inlineCallbacks
+    def test_an_internal_error_in_a_shard_call_names_the_request_id(self):
+        from twisted.logger import globalLogPublisher
+
+        factory = Factory.forProtocol(_KeepAliveShard)
+        factory.seen = []
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        events: list = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        for kind in ("lean", "twisted"):
+            client = UpstreamClient(reactor, UpstreamConfig(client=kind))
+            self.addCleanup(client.close)
+            sink = _Recorder()
+
+            def boom(data):
+                raise RuntimeError("bug")
+
+            sink.data = boom
+            client.call(b"GET", b"http://127.0.0.1:%d/ok" % port.getHost().port,
+                        Headers({b"x-request-id": [b"rid-" + kind.encode()]}), None, sink)
+            self.assertEqual((yield sink.result), ("failed", "internal_error"))
+            failures = [e for e in events if "log_failure" in e
+                        and e.get("request_id") == b"rid-" + kind.encode()]
+            self.assertEqual(len(failures), 1, kind)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
