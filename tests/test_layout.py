@@ -4,6 +4,7 @@ changes nothing process-wide, and the types check (strictly in the core)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -74,3 +75,12 @@ def test_the_types_check():
     out = subprocess.run([str(mypy) if mypy.exists() else "mypy"], cwd=ROOT, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("SHARDSTREAM_REQUIRE_NATIVE"),
+                    reason="set SHARDSTREAM_REQUIRE_NATIVE=1 (CI does) to require the extension")
+def test_the_native_splitter_was_built():
+    """CI tests the path production takes: items passed through as bytes."""
+    from shardstream.core import split
+
+    assert split.NATIVE, "shardstream/core/_splitter.c was not built (no C compiler?)"

@@ -200,21 +200,27 @@ class _Exchange:
 
 
 class _BodyTransport:
-    """What a response's body protocol reads from: the connection's producer side."""
+    """What a response's body protocol reads from: the connection's producer
+    side, for as long as that response lasts. Once it is over the connection
+    may serve another exchange from the pool, so this one lets go of it: a
+    pause asked while the body's end is handed on must not pause the next."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ("conn",)
 
     def __init__(self, conn: "_Connection") -> None:
-        self._conn = conn
+        self.conn: _Connection | None = conn
 
     def pauseProducing(self) -> None:
-        self._conn.pause()
+        if self.conn is not None:
+            self.conn.pause()
 
     def resumeProducing(self) -> None:
-        self._conn.resume()
+        if self.conn is not None:
+            self.conn.resume()
 
     def stopProducing(self) -> None:
-        self._conn.abort()
+        if self.conn is not None:
+            self.conn.abort()
 
 
 @implementer(IResponse)
@@ -289,7 +295,8 @@ class _Connection(Protocol):
 
     def deliver(self, protocol: Any) -> None:
         self.body = protocol
-        protocol.makeConnection(_BodyTransport(self))
+        self._body_transport = _BodyTransport(self)
+        protocol.makeConnection(self._body_transport)
         if self.aborted:
             return
         if self.paused:  # held before delivery: the protocol takes over from here
@@ -414,6 +421,7 @@ class _Connection(Protocol):
 
     # -- internals -------------------------------------------------------------
 
+    _body_transport: _BodyTransport | None = None  # the delivered body's, while it lasts
     _keep = False  # the response lets the connection be reused
     _until_eof = False  # the body ends when the connection closes
     _lost_reason: Failure
@@ -431,6 +439,7 @@ class _Connection(Protocol):
         """The response is complete: end its body, then pool or close the connection."""
         body, exchange = self.body, self.exchange
         self.body = self.exchange = self.response = None
+        self._detach()
         keep = self._keep and not self.aborted and not self.lost
         if exchange is not None and keep and self.usable():
             if self.paused:
@@ -442,9 +451,16 @@ class _Connection(Protocol):
             self.close()
         body.connectionLost(Failure(ResponseDone()))
 
+    def _detach(self) -> None:
+        """The response is over: its body protocol can no longer touch this connection."""
+        if self._body_transport is not None:
+            self._body_transport.conn = None
+            self._body_transport = None
+
     def _cut(self, reason: Failure) -> None:
         body = self.body
         self.body = self.exchange = None
+        self._detach()
         if body is not None:
             body.connectionLost(Failure(ResponseFailed([reason])))
 

@@ -363,3 +363,36 @@ class LoggedRequestIdTests(unittest.TestCase):
                         and e.get("request_id") == b"rid-" + kind.encode()]
             self.assertEqual(len(failures), 1, kind)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
+
+class LeanReuseTests(unittest.TestCase):
+    """A pooled connection serves the next GET whatever the last one's sink did."""
+
+    @inlineCallbacks
+    def test_a_pause_asked_as_the_body_ends_does_not_pause_the_next_exchange(self):
+        from twisted.web import resource, server
+
+        class Body(resource.Resource):
+            isLeaf = True
+
+            def render_GET(self, request):
+                return b'{"data": [1, 2, 3]}'
+
+        port = reactor.listenTCP(0, server.Site(Body()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = UpstreamClient(reactor, UpstreamConfig(first_byte_timeout=1.0, client="lean"))
+        self.addCleanup(client.close)
+        url = b"http://127.0.0.1:%d/x" % port.getHost().port
+        for n in range(3):
+            sink = _Recorder()
+            calls = []
+
+            def data(chunk, calls=calls):  # a sorted merge whose queue is full: pause
+                calls[0].pause()
+                return True
+
+            sink.data = data
+            calls.append(client.call(b"GET", url, Headers(), None, sink))
+            self.assertEqual((yield sink.result), ("end", 200), n)
+        pooled = [c for o in client.lean._origins.values() for c in o.idle]
+        self.assertEqual([c.paused for c in pooled], [False])  # one connection, reused
