@@ -182,7 +182,12 @@ class ShardSim(Resource):
             request.setResponseCode(204)
             return b""
         if request.method in (b"PUT", b"PATCH"):
-            change = json.loads(body or b"{}")
+            try:
+                change = json.loads(body or b"{}")
+                assert isinstance(change, dict)
+            except (ValueError, AssertionError):
+                return self._json(request, 400, {"error": {
+                    "code": "bad_json", "message": "body must be a JSON object"}})
             item = change if request.method == b"PUT" else self.items[n] | change
             item["id"] = self.items[n]["id"]
             self.items[n] = item
