@@ -122,7 +122,7 @@ class HygieneTests(GatewayTestCase):
         yield task.deferLater(reactor, 0.1, client.transport.write, request[10:])
         yield self.wait_for(lambda: client.received.count(b"HTTP/1.1 200") == 2, timeout=5,
                             what="both answers")
-        self.assertNotIn(b"408", bytes(client.received))
+        self.assertNotIn(b"HTTP/1.1 408", bytes(client.received))  # not "408" in a request id
         client.transport.loseConnection()
 
     @defer.inlineCallbacks
