@@ -139,44 +139,48 @@ def parts(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows or side_by_side(runs, "shardstream-twisted", PARTS_GATEWAYS, PARTS_FIGURES)
 
 
-def parts_md(rows: list[dict[str, Any]]) -> list[str]:
+def _fmt(x: float, unit: str = "") -> str:
+    return "-" if math.isnan(x) else f"{x:.{2 if unit else 1}f}{unit}"
+
+
+def _table_md(rows: list[dict[str, Any]], title: str, intro: str, columns: list[str],
+              keys: list[str], ratio_keys: list[str], errors: bool = False) -> list[str]:
+    """A side_by_side table: the figures, then their ratios to gogw."""
     if not rows:
         return []
-    f = lambda x, unit="": "-" if math.isnan(x) else f"{x:.{2 if unit else 1}f}{unit}"  # noqa: E731
-    keys = [k for k, _, _ in PARTS_FIGURES]
-    lines = ["", "## Each speed change alone", "",
-             "shardstream-ijson = shardstream with `server.item_parser = \"python\"` (items "
-             "decoded by ijson and encoded again); shardstream-twisted = with `upstream.client = "
-             "\"twisted\"` (the shards' GETs on Twisted's client). Ratios ÷ gogw in the same run.",
-             "", "| scenario | merge | c | gateway | TTFI p50 | TTLB p50 | req/s | CPU ms/req | "
-             "peak RSS MB | TTLB ÷ gogw | req/s ÷ gogw | CPU ÷ gogw | RSS ÷ gogw |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    head = ["scenario", "merge", "c", "gateway", *columns,
+            *(f"{c} ÷ gogw" for c, k in zip(columns, keys) if k in ratio_keys)]
+    head += ["errors"] if errors else []
+    lines = ["", f"## {title}", "", intro, "", "| " + " | ".join(head) + " |",
+             "|---|---|---:|---|" + "---:|" * (len(head) - 4)]
     for r in rows:
-        lines.append(f"| {r['scenario']} | {r['merge']} | {r['c']} | {r['gateway']} | "
-                     + " | ".join(f(r["ms"][k]) for k in keys) + " | "
-                     + " | ".join(f(r["vs_gogw"][k], "x") for k in keys[1:]) + " |")
+        cells = [r["scenario"], r["merge"], str(r["c"]), r["gateway"],
+                 *(_fmt(r["ms"][k]) for k in keys),
+                 *(_fmt(r["vs_gogw"][k], "x") for k in keys if k in ratio_keys)]
+        cells += [str(r["errors"])] if errors else []
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def parts_md(rows: list[dict[str, Any]]) -> list[str]:
+    keys = [k for k, _, _ in PARTS_FIGURES]
+    return _table_md(
+        rows, "Each speed change alone",
+        "shardstream-ijson = shardstream with `server.item_parser = \"python\"` (items decoded "
+        "by ijson and encoded again); shardstream-twisted = with `upstream.client = "
+        "\"twisted\"` (the shards' GETs on Twisted's client). Ratios ÷ gogw in the same run.",
+        ["TTFI p50", "TTLB p50", "req/s", "CPU ms/req", "peak RSS MB"], keys, keys[1:])
 
 
 def strict_md(rows: list[dict[str, Any]]) -> list[str]:
-    if not rows:
-        return []
-    f = lambda x, unit="": "-" if math.isnan(x) else f"{x:.{2 if unit else 1}f}{unit}"  # noqa: E731
     keys = [k for k, _, _ in STRICT_FIGURES]
-    lines = ["", "## Strict mode (`partial = false`) beside partial mode", "",
-             "shardstream-strict = the same gateway with `partial = false` on the route (no 200 "
-             "before every shard's 2xx headers). Floors: partial TTFI ≥ direct-fast's (fastest "
-             "shard's first item), strict TTFI ≥ direct's (slowest shard's headers), TTLB ≥ "
-             "direct's. Ratios ÷ gogw in the same run.", "",
-             "| scenario | merge | c | gateway | TTFI p50 | TTFI p99 | TTLB p50 | TTLB p99 | "
-             "TTFI p50 ÷ gogw | TTFI p99 ÷ gogw | TTLB p50 ÷ gogw | TTLB p99 ÷ gogw | errors |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['scenario']} | {r['merge']} | {r['c']} | {r['gateway']} | "
-                     + " | ".join(f(r["ms"][k]) for k in keys) + " | "
-                     + " | ".join(f(r["vs_gogw"][k], "x") for k in keys)
-                     + f" | {r['errors']} |")
-    return lines
+    return _table_md(
+        rows, "Strict mode (`partial = false`) beside partial mode",
+        "shardstream-strict = the same gateway with `partial = false` on the route (no 200 "
+        "before every shard's 2xx headers). Floors: partial TTFI ≥ direct-fast's (fastest "
+        "shard's first item), strict TTFI ≥ direct's (slowest shard's headers), TTLB ≥ "
+        "direct's. Ratios ÷ gogw in the same run.",
+        ["TTFI p50", "TTFI p99", "TTLB p50", "TTLB p99"], keys, keys, errors=True)
 
 
 def main() -> None:
