@@ -82,6 +82,7 @@ typedef struct {
     PyObject *error_kind;          /* None, "malformed" or "truncated" */
     Py_ssize_t offset;
     int closed;
+    int odd_ws;                    /* a \v or \f was skipped as whitespace (see SKIP_WS) */
     const char *doomed;            /* the token being lexed is not allowed here: why */
 } Splitter;
 
@@ -231,6 +232,12 @@ static int emit(Splitter *s, const char *chunk, Py_ssize_t end, PyObject *out)
         if (s->bcap > (1 << 20)) { PyMem_Free(s->buf); s->buf = NULL; s->bcap = 0; }
     }
     if (!b) return -1;
+    if (s->odd_ws) {  /* a fresh bytes object, not yet shared: mend it in place */
+        char *p = PyBytes_AS_STRING(b);
+        for (Py_ssize_t k = 0, n = PyBytes_GET_SIZE(b); k < n; k++)
+            if (p[k] == '\v' || p[k] == '\f') p[k] = ' ';
+        s->odd_ws = 0;
+    }
     int r = PyList_Append(out, b);
     Py_DECREF(b);
     s->capturing = 0;
@@ -319,6 +326,10 @@ static inline int doom(Splitter *s, unsigned char c, const char *why)
     return 0;
 }
 
+/* \v and \f are whitespace to yajl but not to JSON (RFC 8259): an item that
+ * holds one gets a space instead when it is emitted (outside strings, where
+ * a raw control character is an error anyway, they can only be whitespace). */
+#define SKIP_WS(c) do { if ((c) == '\v' || (c) == '\f') s->odd_ws = 1; } while (0)
 #define FAIL(msg) do { fail(s, KIND_MALFORMED, msg, s->offset + i); goto out; } while (0)
 #define CUR_MI() (s->depth ? s->stack[s->depth - 1].cmi : 0)
 #define CUR_MT() (s->depth ? s->stack[s->depth - 1].cmt : (s->lt < 0 ? -1 : 0))
@@ -330,7 +341,7 @@ static PyObject *run(Splitter *s, const char *d, Py_ssize_t n, PyObject *out)
         unsigned char c = (unsigned char)d[i];
         switch (s->st) {
         case S_VALUE: case S_ARR_FIRST:
-            if (WS[c]) { i++; break; }
+            if (WS[c]) { SKIP_WS(c); i++; break; }
             if (s->done) FAIL("trailing garbage after the document");
             if (c == ']' && s->st == S_ARR_FIRST) {
                 s->depth--; if (value_end(s, d, i + 1, out) < 0) return NULL; i++; break;
@@ -360,7 +371,7 @@ static PyObject *run(Splitter *s, const char *d, Py_ssize_t n, PyObject *out)
                 FAIL("invalid character where a value should be");
             }
         case S_OBJ_FIRST: case S_OBJ_KEY:
-            if (WS[c]) { i++; break; }
+            if (WS[c]) { SKIP_WS(c); i++; break; }
             if (c == '}' && s->st == S_OBJ_FIRST) {
                 s->depth--; if (value_end(s, d, i + 1, out) < 0) return NULL; i++; break;
             }
@@ -376,14 +387,14 @@ static PyObject *run(Splitter *s, const char *d, Py_ssize_t n, PyObject *out)
             }
             s->is_key = 1; s->str_bad = 0; s->st = S_STR; i++; break;
         case S_COLON:
-            if (WS[c]) { i++; break; }
+            if (WS[c]) { SKIP_WS(c); i++; break; }
             if (c != ':') {
                 if (doom(s, c, "':' expected after an object key")) { i++; break; }
                 FAIL("':' expected after an object key");
             }
             s->st = S_VALUE; i++; break;
         case S_AFTER:
-            if (WS[c]) { i++; break; }
+            if (WS[c]) { SKIP_WS(c); i++; break; }
             if (s->depth == 0) FAIL("trailing garbage after the document");
             {
                 Frame *f = &s->stack[s->depth - 1];

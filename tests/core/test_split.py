@@ -291,3 +291,33 @@ def test_only_the_unfinished_item_is_buffered() -> None:
 def test_no_list_after_64k_without_items() -> None:
     doc = b'{"pad":"' + b"x" * 70_000 + b'","data":[]}'
     check(doc, [1000, 65536])
+
+
+@settings(max_examples=int(os.environ.get("SHARDSTREAM_SPLIT_EXAMPLES", "200")), deadline=None)
+@given(st.binary(max_size=300) | st.builds(
+    lambda head, body: head + body, st.binary(min_size=1, max_size=1),
+    st.sampled_from([b'{"data": [1, {"a": [2, "x"]}, 3], "meta": {"total": 3}}',
+                     b'[{"k": 1.5e3}, "\\u00e9", null]', b'{"a": {"b": [true, false]}}'])))
+def test_the_fuzz_target_holds_on_random_inputs(data: bytes) -> None:
+    """tests/fuzz/split_atheris.py's check, on what hypothesis makes (the
+    engine itself runs by hand: see that file)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "fuzz", "split_atheris.py")
+    spec = importlib.util.spec_from_file_location("split_atheris", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.check(data)
+
+
+@pytest.mark.parametrize("size", [1, 3, 100])
+def test_vertical_tab_and_form_feed_leave_as_spaces(size: int) -> None:
+    """yajl skips \\v and \\f as whitespace; JSON does not (RFC 8259), so an
+    item passed through must not carry them (found by the atheris target)."""
+    doc = b'{"data": [{"id":\x0b1,\x0c"t": "x"}, \x0b[2]]}'
+    s = split.ItemSplitter("data.item")
+    got = [item for i in range(0, len(doc), size) for item in s.feed(doc[i:i + size])]
+    got += s.close()
+    assert got == [b'{"id": 1, "t": "x"}', b'[2]']
+    assert [json.loads(item) for item in got] == [{"id": 1, "t": "x"}, [2]]
