@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import msgspec
 
-from .parse import _HEAD_LIMIT, NoList, ParseError, Truncated
+from .parse import _HEAD_LIMIT, BACKEND, NoList, ParseError, Truncated
 from .paths import DottedPath
 
 try:
@@ -58,7 +58,7 @@ def describe(choice: str) -> str:
     if use_native(choice):
         return "native splitter (items pass through as the shard's bytes)"
     why = "server.item_parser = \"python\"" if NATIVE else "the native splitter is not built"
-    return f"ijson {__import__('ijson').backend} ({why})"
+    return f"ijson {BACKEND} ({why})"
 
 
 class ItemSplitter:
