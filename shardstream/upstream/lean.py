@@ -166,9 +166,7 @@ class _Exchange:
         if conn is not None:
             conn.start(self, reused=True)
             return
-        factory = Factory.forProtocol(_Connection)
-        factory.noisy = False
-        d = self.connecting = self.origin.endpoint.connect(factory)
+        d = self.connecting = self.origin.endpoint.connect(_FACTORY)
         d.addCallbacks(self._connected, self._not_connected)
 
     def _connected(self, conn: "_Connection") -> None:
@@ -297,9 +295,9 @@ class _Connection(Protocol):
         self.body = protocol
         self._body_transport = _BodyTransport(self)
         protocol.makeConnection(self._body_transport)
-        if self.aborted:
-            return
-        if self.paused:  # held before delivery: the protocol takes over from here
+        if self.aborted and not (self.complete or self.lost):
+            return  # dropped from makeConnection: connectionLost will end the body
+        if self.paused and not self.aborted:  # held before delivery: the protocol takes over
             self.resume()
         self._flush()
         if self.complete:
@@ -487,3 +485,7 @@ class _Connection(Protocol):
         origin = self._origin
         if origin is not None and self in origin.idle:
             origin.idle.remove(self)
+
+
+_FACTORY = Factory.forProtocol(_Connection)
+_FACTORY.noisy = False  # a log line per shard connection is noise at gateway rates

@@ -3,7 +3,7 @@ guarantees for writes, over real loopback connections."""
 
 from __future__ import annotations
 
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
@@ -396,3 +396,31 @@ class LeanReuseTests(unittest.TestCase):
             self.assertEqual((yield sink.result), ("end", 200), n)
         pooled = [c for o in client.lean._origins.values() for c in o.idle]
         self.assertEqual([c.paused for c in pooled], [False])  # one connection, reused
+
+
+class _ThenGarbage(Protocol):
+    """A complete response, then bytes no request asked for, in one segment."""
+
+    def dataReceived(self, data):
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}NOT HTTP AT ALL")
+
+
+class LeanHeldResponseTests(unittest.TestCase):
+    @inlineCallbacks
+    def test_a_held_response_still_ends_when_its_connection_was_dropped_meanwhile(self):
+        """A paused call holds the response; garbage after it drops the
+        connection before the body is taken: the body must still end, and
+        at once, not at the idle deadline."""
+        port = reactor.listenTCP(0, Factory.forProtocol(_ThenGarbage), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = UpstreamClient(reactor, UpstreamConfig(idle_timeout=5.0, client="lean"))
+        self.addCleanup(client.close)
+        sink = _Recorder()
+        call = client.call(b"GET", b"http://127.0.0.1:%d/x" % port.getHost().port, Headers(),
+                           None, sink)
+        call.pause()  # before the response: it is held, its body not taken
+        yield task.deferLater(reactor, 0.2, lambda: None)  # all of it in, garbage too
+        started = reactor.seconds()
+        call.resume()
+        self.assertEqual((yield sink.result), ("end", 200))
+        self.assertLess(reactor.seconds() - started, 1.0)
