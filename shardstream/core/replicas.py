@@ -58,7 +58,7 @@ class ReplicaSet:
     def pick(self, now: float, exclude: Iterable[Replica] = ()) -> Replica | None:
         """The available replica with the fewest requests in flight (ties in
         turn), or None when none is available."""
-        skip = set(id(r) for r in exclude)
+        skip = {id(r) for r in exclude} if exclude else ()
         best: Replica | None = None
         n = len(self.replicas)
         start = self._next

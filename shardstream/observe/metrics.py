@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import tempfile
+from typing import Any
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -108,6 +109,17 @@ class Metrics:
         from .. import __version__
         self.info.labels(__version__, platform.python_version(), twisted_version).set(1)
         self.generation.set(1)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, kept: a request touches a dozen series, and
+        prometheus_client validates and looks the labels up under a lock every call.
+        The series are bounded by the config (the module's docstring), so is this."""
+        key = (id(metric), values)
+        series = self._children.get(key)
+        if series is None:
+            series = self._children[key] = metric.labels(*values)
+        return series
 
     def exposition(self) -> bytes:
         """The text a scrape gets: this process's metrics, or every worker's summed."""

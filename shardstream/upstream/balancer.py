@@ -147,7 +147,7 @@ class BalancedCall:
         if not self._attempt(now):
             # A sink never hears from its call before call() has returned.
             error = ShardError("no_healthy_replica", self.replicas.unavailable_reason(now))
-            self._metrics.attempts.labels(self.replicas.shard, error.code).inc()
+            self._metrics.child(self._metrics.attempts, self.replicas.shard, error.code).inc()
             self._pending = self.balancer.reactor.callLater(0, self._report, error)
 
     def pause(self) -> None:
@@ -179,7 +179,8 @@ class BalancedCall:
         if self.done:
             return False
         now = self.balancer.reactor.seconds()
-        self._metrics.headers.labels(self.replicas.shard).observe(now - self._attempt_started)
+        m = self._metrics
+        m.child(m.headers, self.replicas.shard).observe(now - self._attempt_started)
         code = response.code
         if code >= 500:
             self._replica_failed(now)
@@ -238,7 +239,7 @@ class BalancedCall:
         """The current attempt's outcome, once."""
         if not self._counted:
             self._counted = True
-            self._metrics.attempts.labels(self.replicas.shard, outcome).inc()
+            self._metrics.child(self._metrics.attempts, self.replicas.shard, outcome).inc()
 
     def _start(self, replica: Replica, now: float) -> None:
         self._count("retried")  # the attempt before this one, if any
@@ -275,7 +276,7 @@ class BalancedCall:
         if replica is None:
             return False
         if not self.budget.try_retry(now):
-            self._metrics.budget.labels(self.replicas.shard).inc()
+            self._metrics.child(self._metrics.budget, self.replicas.shard).inc()
             return False
         self._start(replica, now)
         return True
@@ -285,7 +286,7 @@ class BalancedCall:
         assert replica is not None  # called for the attempt under way
         ejected = self.replicas.failed(replica, now)
         if ejected is not None:
-            self._metrics.ejections.labels(replica.shard, str(replica.index)).inc()
+            self._metrics.child(self._metrics.ejections, replica.shard, str(replica.index)).inc()
             self.balancer.publish()
             log.warn("shard {shard} replica {index} ({url}) ejected for {seconds:g} s after "
                      "{n} failures in a row", shard=replica.shard, index=replica.index,

@@ -340,10 +340,14 @@ class ShardCall:
         moment = min(d[0] for d in self._deadlines.values())
         timer = self._timer
         reactor = self.client.reactor
-        if timer is None:
-            self._timer = reactor.callLater(max(moment - reactor.seconds(), 0.0), self._due)
-        elif moment < timer.getTime():
-            timer.reset(max(moment - reactor.seconds(), 0.0))
+        if timer is not None:
+            if moment >= timer.getTime():
+                return
+            # Not DelayedCall.reset: moving a call sooner searches the reactor's whole
+            # heap (list.index), which under load holds every request's timer; a
+            # cancelled call is only counted, and swept in bulk.
+            timer.cancel()
+        self._timer = reactor.callLater(max(moment - reactor.seconds(), 0.0), self._due)
 
     def _body_sent(self, result: Any) -> Any:
         self._arm_first_byte()

@@ -38,6 +38,9 @@ from zope.interface import implementer
 
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
 _UNSAFE = re.compile(rb"[^\x21-\x7e]")  # what a request line cannot carry
+# Every complete body ends with the same reason: building a Failure per response
+# (it walks the exception's classes) cost more than the rest of the ending.
+_DONE = Failure(ResponseDone())
 
 
 class _Origin:
@@ -447,7 +450,7 @@ class _Connection(Protocol):
             exchange.agent._put(exchange.origin, self)
         else:
             self.close()
-        body.connectionLost(Failure(ResponseDone()))
+        body.connectionLost(_DONE)
 
     def _detach(self) -> None:
         """The response is over: its body protocol can no longer touch this connection."""

@@ -42,7 +42,8 @@ class Record:
 def started(now: float, route: str, method: bytes, uri: bytes) -> Record:
     record = Record(started=now, route=route, method=method.decode("ascii", "replace"),
                     uri=uri.decode("ascii", "replace"))
-    metrics().in_flight.labels(route).inc()
+    m = metrics()
+    m.child(m.in_flight, route).inc()
     return record
 
 
@@ -77,7 +78,7 @@ def ended(request: Any, record: Record, now: float, outcome: str, access_log: bo
     record.done = True
     m = metrics()
     route = record.route
-    m.in_flight.labels(route).dec()
+    m.child(m.in_flight, route).dec()
     for release in record.on_end:
         release()
     try:
@@ -93,21 +94,21 @@ def _ended(request: Any, record: Record, now: float, outcome: str, access_log: b
     shards = record.outcome() if record.outcome is not None else Outcome()
     route = record.route
     code = request.code
-    m.requests.labels(route, known_method(record.method),
+    m.child(m.requests, route, known_method(record.method),
                       status_class(code) if outcome == "completed" else outcome).inc()
     duration = now - record.started
-    m.duration.labels(route).observe(duration)
+    m.child(m.duration, route).observe(duration)
     first = None if record.first is None else record.first - record.started
     if first is not None:
-        m.first_item.labels(route).observe(first)
+        m.child(m.first_item, route).observe(first)
     sent = request.sentLength
     if sent:
-        m.bytes.labels(route).inc(sent)
+        m.child(m.bytes, route).inc(sent)
     for shard, error in shards.failed.items():
-        m.failures.labels(shard, error).inc()
+        m.child(m.failures, shard, error).inc()
     for shard, n in shards.items.items():
         if n:
-            m.items.labels(shard).inc(n)
+            m.child(m.items, shard).inc(n)
     if not access_log:
         return
     trace = getattr(request, "trace", None)

@@ -131,6 +131,27 @@ class ShardCallTests(unittest.TestCase):
         self.assertEqual(self.sink.events[-1], ("failed", "idle_timeout"))
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_a_sooner_deadline_replaces_the_timer_instead_of_moving_it(self):
+        """DelayedCall.reset to an earlier moment searches the reactor's whole
+        heap of calls (list.index): under load every request's timer is in
+        it, and that search was a third of a small list request's CPU. A
+        sooner deadline cancels the call (counted, swept in bulk) and makes
+        a new one; a later one leaves the timer where it is."""
+        self.call._stop_timers()
+        self.call._arm("total_timeout", 100, "the shard did not finish within 100 s")
+        first = self.call._timer
+        self.call._arm("first_byte_timeout", 5, "no response headers within 5 s")
+        self.assertTrue(first.cancelled)
+        self.assertIsNot(self.call._timer, first)
+        self.assertAlmostEqual(self.call._timer.getTime(), self.clock.seconds() + 5)
+        second = self.call._timer
+        self.call._arm("idle_timeout", 50, "no body data for 50 s")
+        self.assertIs(self.call._timer, second)
+        self.assertEqual([c for c in self.clock.getDelayedCalls() if c.func == self.call._due],
+                         [second])
+        self.clock.advance(5)
+        self.assertEqual(self.sink.events[-1], ("failed", "first_byte_timeout"))
+
     def test_a_response_that_arrives_while_paused_hands_over_nothing_until_resumed(self):
         self.call.pause()
         response = FakeResponse(buffered=b"early bytes")
@@ -424,3 +445,26 @@ class LeanHeldResponseTests(unittest.TestCase):
         call.resume()
         self.assertEqual((yield sink.result), ("end", 200))
         self.assertLess(reactor.seconds() - started, 1.0)
+
+
+class UpstreamHeadersTests(unittest.TestCase):
+    def test_a_shard_requests_copy_takes_the_values_as_they_were_set(self):
+        """One copy per shard of a list request: Headers.copy would fold line
+        breaks in every value again, though setRawHeaders already did."""
+        from unittest import mock
+
+        from twisted.web import http_headers
+
+        from shardstream.web.headers import _Set
+
+        original = _Set()
+        original.setRawHeaders(b"x-request-id", [b"abc"])
+        original.setRawHeaders(b"accept", [b"application/json", b"text/plain"])
+        with mock.patch.object(http_headers, "_sanitizeLinearWhitespace",
+                               side_effect=AssertionError("set again")):
+            copy = original.copy()
+        self.assertEqual(list(copy.getAllRawHeaders()), list(original.getAllRawHeaders()))
+        copy.addRawHeader(b"accept", b"text/csv")
+        copy.setRawHeaders(b"traceparent", [b"00-1-2-01"])
+        self.assertEqual(original.getRawHeaders(b"accept"), [b"application/json", b"text/plain"])
+        self.assertIsNone(original.getRawHeaders(b"traceparent"))
