@@ -168,11 +168,13 @@ class ShardCall:
                 "internal_error", f"the request could not be made ({e.__class__.__name__}: {e})"))
             return
         total = self.client.config.total_timeout
-        self._arm("total_timeout", total if total_timeout is None else total_timeout,
-                  f"the shard did not finish within {total:g} s")
+        # Both deadlines before the timer: it is set once, for the earlier.
+        self._deadline("total_timeout", total if total_timeout is None else total_timeout,
+                       f"the shard did not finish within {total:g} s")
         if body_sent is None:
             self._arm_first_byte()
         else:
+            self._set_timer()
             body_sent.addCallback(self._body_sent)
         self._d = d
         d.addCallbacks(self._on_response, self._on_error)
@@ -330,8 +332,11 @@ class ShardCall:
     # -- internals -----------------------------------------------------------
 
     def _arm(self, code: str, seconds: float, message: str) -> None:
-        self._deadlines[code] = (self.client.reactor.seconds() + max(seconds, 0.0), message)
+        self._deadline(code, seconds, message)
         self._set_timer()
+
+    def _deadline(self, code: str, seconds: float, message: str) -> None:
+        self._deadlines[code] = (self.client.reactor.seconds() + max(seconds, 0.0), message)
 
     def _set_timer(self) -> None:
         """One timer, set for the earliest deadline (moved sooner if needed)."""

@@ -38,6 +38,44 @@ from zope.interface import implementer
 
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
 _UNSAFE = re.compile(rb"[^\x21-\x7e]")  # what a request line cannot carry
+
+
+def _plain_tcp_client() -> type | None:
+    """Twisted's TCP client transport, if it still has what write_now relies on."""
+    try:
+        from twisted.internet.tcp import Client
+    except ImportError:  # pragma: no cover - Twisted always has it
+        return None
+    needed = ("writeSomeData", "write", "dataBuffer", "offset", "connected", "disconnecting",
+              "_writeDisconnected", "TLS")
+    return Client if all(hasattr(Client, name) for name in needed) else None
+
+
+_TCP_CLIENT = _plain_tcp_client()
+
+
+def write_now(transport: Any, data: bytes) -> None:
+    """Send a request at once instead of at the reactor's next turn.
+
+    Twisted's transports queue every write until the poller reports the
+    socket writable: two epoll_ctl calls, and a wait for every other event of
+    this turn (dozens under load) before the shard even sees the request. A
+    request is one small write on an idle connection, so when nothing is
+    queued before it, it goes to the kernel now, and Twisted gets only what
+    the kernel did not take (or everything, on an error: its own write path
+    then notices the loss). TLS and other transports write as before."""
+    if (type(transport) is _TCP_CLIENT and transport.connected and not transport.disconnecting
+            and not transport._writeDisconnected and not transport.TLS
+            and not getattr(transport, "_tempDataBuffer", True)
+            and transport.offset == len(transport.dataBuffer)):
+        sent = transport.writeSomeData(data)
+        if type(sent) is int and sent > 0:
+            if sent == len(data):
+                return
+            data = data[sent:]
+    transport.write(data)
+
+
 # Every complete body ends with the same reason: building a Failure per response
 # (it walks the exception's classes) cost more than the rest of the ending.
 _DONE = Failure(ResponseDone())
@@ -292,7 +330,7 @@ class _Connection(Protocol):
         self.pending = []
         self._raw = []
         assert self.transport is not None
-        self.transport.write(exchange.data)
+        write_now(self.transport, exchange.data)
 
     def deliver(self, protocol: Any) -> None:
         self.body = protocol

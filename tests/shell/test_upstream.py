@@ -419,6 +419,48 @@ class LeanReuseTests(unittest.TestCase):
         self.assertEqual([c.paused for c in pooled], [False])  # one connection, reused
 
 
+class LeanWriteNowTests(unittest.TestCase):
+    @inlineCallbacks
+    def test_a_request_on_a_pooled_connection_is_sent_before_the_reactor_turns(self):
+        """Twisted queues a write until the poller says writable: a turn later,
+        after every other event of this one. The lean client hands a request
+        to the kernel at once, and registers nothing with the poller."""
+        from twisted.web import resource, server
+
+        class Body(resource.Resource):
+            isLeaf = True
+
+            def render_GET(self, request):
+                return b'{"data": [1]}'
+
+        port = reactor.listenTCP(0, server.Site(Body()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = UpstreamClient(reactor, UpstreamConfig(first_byte_timeout=1.0, client="lean"))
+        self.addCleanup(client.close)
+        url = b"http://127.0.0.1:%d/x" % port.getHost().port
+        sink = _Recorder()
+        client.call(b"GET", url, Headers(), None, sink)
+        self.assertEqual((yield sink.result), ("end", 200))
+        (conn,) = [c for o in client.lean._origins.values() for c in o.idle]
+        transport = conn.transport
+        sink = _Recorder()
+        client.call(b"GET", url, Headers(), None, sink)  # no reactor turn in between
+        self.assertIs(conn.exchange.conn, conn)  # this very connection took it
+        self.assertEqual(transport._tempDataBuffer, [])
+        self.assertEqual(transport.dataBuffer[transport.offset:], b"")
+        self.assertNotIn(transport, reactor.getWriters())
+        self.assertEqual((yield sink.result), ("end", 200))
+
+    def test_other_transports_write_as_before(self):
+        from twisted.internet.testing import StringTransport
+
+        from shardstream.upstream.lean import write_now
+
+        transport = StringTransport()
+        write_now(transport, b"GET / HTTP/1.1\r\n\r\n")
+        self.assertEqual(transport.value(), b"GET / HTTP/1.1\r\n\r\n")
+
+
 class _ThenGarbage(Protocol):
     """A complete response, then bytes no request asked for, in one segment."""
 
