@@ -1,5 +1,5 @@
 """Join curl.tsv with the gateways' JSON access logs (by request_id); p50/p99 nearest-rank."""
-import csv, json, math, sys
+import csv, json, math
 import os
 R = os.environ["AUTH_OUT"]
 def pct(xs, p):

@@ -4,7 +4,6 @@
 """
 import glob
 import json
-import math
 import os
 import sys
 

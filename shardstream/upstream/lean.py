@@ -51,7 +51,7 @@ def _plain_tcp_client() -> type | None:
     return Client if all(hasattr(Client, name) for name in needed) else None
 
 
-_TCP_CLIENT = _plain_tcp_client()
+_TCP_CLIENT: Any = _plain_tcp_client()  # None: write_now only writes
 
 
 def write_now(transport: Any, data: bytes) -> None:
