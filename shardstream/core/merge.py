@@ -156,28 +156,26 @@ class OrderedMerge:
         self._starved = shards  # open shards with nothing queued: the merge waits for them
 
     def push(self, shard: int, items: list[Any]) -> None:
-        """Queue a shard's items; raise Unsorted at the first one out of order
-        (the ones before it stay queued)."""
+        """Queue a shard's items; raise Unsorted at the first one out of order,
+        or what the key raised (the ones before it stay queued either way)."""
         if not items:
             return
         q = self._queues[shard]
         was_empty = not q
         key, last = self._key, self._last[shard]
-        error = None
-        for item in items:
-            k = key(item)
-            if last is not None and k < last:
-                error = Unsorted("the shard's items are not sorted as asked")
-                break
-            q.append((k, item))
-            last = k
-        self._last[shard] = last
-        if was_empty and q:
-            heappush(self._heap, (q[0][0], shard))
-            if self._open[shard]:
-                self._starved -= 1
-        if error is not None:
-            raise error
+        try:
+            for item in items:
+                k = key(item)  # may raise too (split.UnreadableField): the same holds
+                if last is not None and k < last:
+                    raise Unsorted("the shard's items are not sorted as asked")
+                q.append((k, item))
+                last = k
+        finally:  # what was queued before a bad item is in the heap, whatever raised
+            self._last[shard] = last
+            if was_empty and q:
+                heappush(self._heap, (q[0][0], shard))
+                if self._open[shard]:
+                    self._starved -= 1
 
     def end(self, shard: int) -> None:
         if self._open[shard]:

@@ -51,7 +51,7 @@ from .outcome import Outcome
 from .merge import InterleavedMerge, OrderedMerge, Unsorted, sort_key
 from .parse import ItemParser, ParseError
 from .paths import DottedPath
-from .split import ItemSplitter, field_reader
+from .split import ItemSplitter, UnreadableField, field_reader
 
 Merge = InterleavedMerge | OrderedMerge
 Encoder = JSONListEncoder | NDJSONEncoder
@@ -460,7 +460,7 @@ class Scatter:
             if self._strict and not all(r.answered or r.state is not READING
                                         for r in self._shards):
                 return  # strict: no 200 before every shard's 2xx headers
-            if self.all_failed:
+            if self.all_failed and not self._started:  # items produced first are a list
                 status, code = failure_answer([r.error for r in self._shards if r.error],
                                               "shards_timeout", "shards_failed")
                 self._answer(status, code, "every shard failed; see meta.shards.failed")
@@ -600,6 +600,11 @@ class Scatter:
             self._close(rec, FAILED, ShardError(
                 "unsorted", f"{e}; later items of this shard were dropped"), cancel=cancel)
             return False
+        except UnreadableField as e:
+            self._close(rec, FAILED, ShardError(
+                "unreadable_item", f"{e}: the sort key; this item and the shard's later "
+                "ones were dropped"), cancel=cancel)
+            return False
         self._drain()
         return rec.state is READING
 
@@ -618,17 +623,17 @@ class Scatter:
     def _deliver(self, batches: list[tuple[int, list[Any]]]) -> int:
         """Skip, rewrite, encode; the number of items dropped as another shard's."""
         out = self._out
-        broken: list[_Shard] = []
+        broken: dict[int, ShardError] = {}  # shard -> why its later items are dropped
         dropped = 0
         for shard, items in batches:
             rec = self._shards[shard]
-            if rec in broken:
+            if shard in broken:
                 continue
             if self._foreign is not None:
                 n = len(items)
-                foreign, owner = self._foreign, self._owner
-                assert owner is not None
-                items = [item for item in items if not foreign(rec.name, owner(item))]
+                items, error = self._own(rec, items)
+                if error is not None:
+                    broken[shard] = error
                 rec.consumed += n - len(items)
                 dropped += n - len(items)
                 if not items:
@@ -643,13 +648,11 @@ class Scatter:
             if not self._started:
                 out.append(self._encoder.begin())
                 self._started = True
-            if self._raw_ids is not None:
-                rewrite = self._raw_ids
-                items = [rewrite(item, rec.name) for item in items]
-            elif self._id_paths:
-                for item in items:
-                    ids.globalize(item, self._id_paths, rec.name)
-            chunk, good = self._encode(items)
+            if self._raw_ids is not None or self._id_paths:
+                items, rewritten = self._globalize(rec, items)
+            else:
+                rewritten = len(items)
+            chunk, good = self._encode(items[:rewritten])
             if good:
                 rec.delivered += good
                 rec.consumed += good
@@ -658,15 +661,48 @@ class Scatter:
                 out.append(chunk)
                 self._buffered += len(chunk)
             if good < len(items):
-                broken.append(rec)
-        for rec in broken:  # its later items would leave a hole: drop them all
-            self._merge.discard(rec.index)
+                broken.setdefault(shard, ShardError(
+                    "unencodable_item", "an item of this shard could not be encoded (nested "
+                    "too deeply, or a lone surrogate escape?); the shard's later items were "
+                    "dropped"))
+        for shard, error in broken.items():  # its later items would leave a hole: drop them
+            rec = self._shards[shard]
+            self._merge.discard(shard)
             if rec.state in (READING, ENDED):  # an ended shard's queued items count too
-                self._close(rec, FAILED, ShardError(
-                    "unencodable_item", "an item of this shard could not be encoded "
-                    "(nested too deeply?); the shard's later items were dropped"),
-                    cancel=True)
+                self._close(rec, FAILED, error, cancel=True)
         return dropped
+
+    def _own(self, rec: _Shard, items: list[Any]) -> tuple[list[Any], ShardError | None]:
+        """The items that are this shard's own (``owner_field``), up to the
+        first whose owner cannot be read (then why)."""
+        foreign, owner = self._foreign, self._owner
+        assert foreign is not None and owner is not None
+        kept: list[Any] = []
+        for item in items:
+            try:
+                value = owner(item)
+            except UnreadableField as e:
+                return kept, ShardError("unreadable_item", f"{e}: the owner field; this item "
+                                        "and the shard's later ones were dropped")
+            if not foreign(rec.name, value):
+                kept.append(item)
+        return kept, None
+
+    def _globalize(self, rec: _Shard, items: list[Any]) -> tuple[list[Any], int]:
+        """Items with global ids, and how many were rewritten before one could
+        not be (decoded or encoded again: too deep, a lone surrogate)."""
+        rewrite, paths = self._raw_ids, self._id_paths
+        out: list[Any] = []
+        try:
+            for item in items:
+                if rewrite is not None:
+                    out.append(rewrite(item, rec.name))
+                else:
+                    ids.globalize(item, paths, rec.name)
+                    out.append(item)
+        except Exception:
+            return out + items[len(out):], len(out)
+        return out, len(out)
 
     def _encode(self, items: list[Any]) -> tuple[bytes, int]:
         """Encoded items and how many; on an item that cannot be encoded, the

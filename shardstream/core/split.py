@@ -20,19 +20,19 @@ Deliberate differences from ItemParser (each is a crash or a quirk there):
   escape) make ItemParser leak ``UnicodeDecodeError``; here they are
   ``ParseError`` (``malformed_json``), raised when the string closes;
 * ``feed(b"")`` is a no-op; ItemParser treats it as the end of the body;
-* nesting deeper than ``max_depth`` is ``malformed_json`` (yajl has no limit);
 * a total of more than ``sys.get_int_max_str_digits()`` digits is ignored
   (stays None) instead of crashing (see ``parse.prepare``).
 """
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any, Callable
 
 import msgspec
 
-from .parse import _HEAD_LIMIT, BACKEND, NoList, ParseError, Truncated
+from .parse import _HEAD_LIMIT, BACKEND, MAX_DEPTH, NoList, ParseError, Truncated
 from .paths import DottedPath
 
 try:
@@ -43,7 +43,7 @@ except ImportError:  # not built: the gateway keeps ItemParser
     _Splitter = None
     NATIVE = False
 
-DEFAULT_MAX_DEPTH = 10_000
+DEFAULT_MAX_DEPTH = MAX_DEPTH  # as ijson's path (parse.py)
 
 CHOICES = ("auto", "native", "python")  # server.item_parser
 
@@ -137,6 +137,10 @@ def field_reader(path: DottedPath) -> Callable[[bytes], Any]:
             value: Any = decode(item)
         except msgspec.ValidationError:  # the item, or an object on the way, is not an object
             return None
+        except (msgspec.DecodeError, RecursionError, ArithmeticError):
+            # JSON the splitter passes that msgspec refuses: a lone surrogate
+            # escape, an exponent beyond Decimal's, deep nesting elsewhere.
+            return _read_slowly(item, parts)
         for _ in range(depth):
             value = value.f
             if value is None:
@@ -144,3 +148,29 @@ def field_reader(path: DottedPath) -> Callable[[bytes], Any]:
         return value
 
     return read
+
+
+class UnreadableField(ValueError):
+    """An item's field could not be read (nested too deeply for any decoder)."""
+
+
+def _number(text: str) -> Any:
+    """Decimal, or a float (inf) for an exponent beyond Decimal's range."""
+    try:
+        return Decimal(text)
+    except ArithmeticError:
+        return float(text)
+
+
+def _read_slowly(item: bytes, parts: tuple[str, ...]) -> Any:
+    """The field by Python's json module, which takes lone surrogates."""
+    try:
+        value: Any = json.loads(item, parse_float=_number)
+    except (RecursionError, ValueError) as e:
+        raise UnreadableField(f"a field of an item could not be read ({e.__class__.__name__}: "
+                              f"{e})") from None
+    for part in parts:
+        value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            return None
+    return value

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shardstream.core.parse import ItemParser, ParseError, Truncated
 
@@ -79,3 +83,97 @@ def test_a_number_past_decimals_exponent_range_is_a_parse_error_not_a_crash():
     with pytest.raises(ParseError) as e:
         p.feed(b'{"data":[1,1.5e99999999999999999999]}')
     assert e.value.code == "malformed_json" and e.value.items == [1]
+
+
+def test_nesting_past_the_limit_is_malformed_at_once_in_both_parsers() -> None:
+    """ijson has no limit, and what it keeps grows with the depth squared: 30 KB
+    of brackets cost the gateway 2 GB. Both parsers stop at the same level,
+    after the items before it, however the body is cut."""
+    from shardstream.core import split
+
+    deep = b'{"data":[1,' + b"[" * 30_000
+    parsers = [ItemParser] + ([split.ItemSplitter] if split.NATIVE else [])
+    for make in parsers:
+        for cut in (len(deep), 7, 5000):
+            p = make("data.item")
+            items: list = []
+            with pytest.raises(ParseError) as e:
+                for i in range(0, len(deep), cut):
+                    items += p.feed(deep[i:i + cut])
+            assert e.value.code == "malformed_json" and "nesting too deep" in str(e.value)
+            assert items + e.value.items in ([1], [b"1"]), (make, cut)
+        ok = b'{"data":[' + b"[" * 510 + b"]" * 510 + b"]}"  # 512 levels with the two above
+        p = make("data.item")
+        assert len(p.feed(ok) + p.close()) == 1, make
+        p = make("data.item")
+        with pytest.raises(ParseError):
+            p.feed(b'{"data":[' + b"[" * 511)
+
+
+def test_brackets_in_strings_and_escapes_do_not_count_as_nesting() -> None:
+    body = b'{"data":["' + b"[" * 600 + b'\\"[{", {"a":"\\\\"}, "' + b"]" * 600 + b'"]}'
+    for cut in (len(body), 1, 2, 3):
+        p = ItemParser("data.item", max_depth=3)
+        items = []
+        for i in range(0, len(body), cut):
+            items += p.feed(body[i:i + cut])
+        items += p.close()
+        assert items == ["[" * 600 + '"[{', {"a": "\\"}, "]" * 600], cut
+
+
+def _walk_depths(body: bytes) -> list[int]:
+    """The reference: the depth after every byte, by a plain byte walk."""
+    out, depth, in_string, escaped = [], 0, False, False
+    for c in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == 0x5C:
+                escaped = True
+            elif c == 0x22:
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c in b"[{":
+            depth += 1
+        elif c in b"]}":
+            depth -= 1
+        out.append(depth)
+    return out
+
+
+_json_values = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='[]{}"\\ab\u00e9', max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.text(alphabet='[]{}"\\k', max_size=4), inner, max_size=4),
+    max_leaves=30)
+
+
+@given(_json_values, st.lists(st.integers(1, 40), max_size=30))
+@settings(max_examples=300, deadline=None)
+def test_the_depth_count_agrees_with_a_byte_walk_however_the_body_is_cut(doc, cuts) -> None:
+    from shardstream.core.parse import _Depth
+
+    body = json.dumps({"data": [doc]}).encode()
+    reference = _walk_depths(body)
+    d = _Depth(10_000)
+    pos = 0
+    for cut in cuts + [len(body)]:
+        chunk = body[pos:pos + cut]
+        if not chunk:
+            break
+        assert d.feed(chunk) == -1
+        pos += len(chunk)
+        assert d.depth == reference[pos - 1], (body, pos)
+    limit = max(reference) - 1
+    if limit >= 1:  # the first bracket past a lower limit is found, however cut
+        first = next(i for i, v in enumerate(reference) if v > limit)
+        d, pos, found = _Depth(limit), 0, -1
+        for cut in cuts + [len(body)]:
+            chunk = body[pos:pos + cut]
+            at = d.feed(chunk) if chunk else -1
+            if at >= 0:
+                found = pos + at
+                break
+            pos += len(chunk)
+        assert found == first, body

@@ -197,7 +197,7 @@ def test_an_unencodable_item_queued_by_a_shard_that_had_ended_fails_that_shard()
     count the shard as complete."""
     sc = Scatter(["a", "b"], "data.item", JSONListEncoder(), OrderedMerge(2, key=lambda i: i["k"]))
     out = Shell(sc)
-    out.data(0, json.dumps({"data": [{"k": 1}, _nest(600) | {"k": 2}, {"k": 3}]}).encode())
+    out.data(0, json.dumps({"data": [{"k": 1}, _nest(400) | {"k": 2}, {"k": 3}]}).encode())
     out.end(0)  # ended cleanly, its items still queued: shard b has said nothing
     out.data(1, sorted_body([5]))
     out.end(1)
@@ -610,3 +610,128 @@ def test_a_page_with_items_and_a_failed_shard_is_a_200_as_before():
     out.end(0)
     out.failed(1, ShardError("connect_refused", "connection refused"))
     assert out.answer is None and out.status == 200 and out.doc()["meta"]["complete"] is False
+
+
+# -- items the native path passes but cannot read or rewrite (found against a live gateway) --
+
+_NATIVE_ROUTE = config.parse({"shards": {"s1": {"urls": ["http://127.0.0.1:1"]}},
+                              "routes": [{"path": "/x", "mode": "scatter", "items": "data.item",
+                                          "sort": ["k"], "id_fields": ["id"]}]},
+                             "<test>").routes[0]
+_DEEP = b"[" * 400 + b"]" * 400  # within the parsers' 512 levels, past orjson's 254
+
+
+def _native(query: dict[bytes, list[bytes]]) -> Shell:
+    assert split.NATIVE, "the native splitter is not built"
+    q = paging.parse(_NATIVE_ROUTE, query, SECRET)
+    return Shell(scatter_for(_NATIVE_ROUTE, q, ["a", "b"], None, SECRET, native=True))
+
+
+def _items(out: Shell) -> list:
+    return out.doc()["data"]
+
+
+def _failed(out: Shell) -> dict:
+    return {f["shard"]: (f["error"], f["items_delivered"])
+            for f in out.doc()["meta"]["shards"]["failed"]}
+
+
+def test_a_sort_key_msgspec_refuses_is_read_another_way_and_nothing_stalls():
+    """A lone surrogate escape elsewhere in the item, and an exponent beyond
+    Decimal's in the key: msgspec refuses both; the item still sorts."""
+    out = _native({b"sort": [b"k"]})
+    out.data(0, b'{"data":[{"k":1},{"k":3,"note":"\\ud800"},{"k":1e99999999999999999999}]}')
+    out.end(0)
+    out.data(1, b'{"data":[{"k":2},{"k":4}]}')
+    out.end(1)
+    assert [i["k"] for i in _items(out)] == [1, 2, 3, 4, float("inf")]
+    assert _failed(out) == {}
+
+
+def test_a_sort_key_nothing_can_read_fails_that_shard_alone_after_its_earlier_items():
+    """An item nested deeper than any decoder goes (here: than a lowered
+    recursion limit lets msgspec and json go): the shard fails with
+    unreadable_item; its earlier items and the other shard's all arrive (the
+    merge used to stall with the bad item's predecessors outside its heap)."""
+    import sys
+
+    out = _native({b"sort": [b"k"]})
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(300)
+    try:
+        out.data(0, b'{"data":[{"k":1},{"k":3,"x":' + _DEEP + b'},{"k":5}]}')
+    finally:
+        sys.setrecursionlimit(limit)
+    out.data(1, b'{"data":[{"k":2},{"k":4}]}')
+    out.end(1)
+    assert out.finished
+    assert [i["k"] for i in _items(out)] == [1, 2, 4]
+    assert _failed(out) == {"a": ("unreadable_item", 1)}
+    assert 0 in out.cancelled
+
+
+def test_an_id_rewrite_that_fails_blames_its_own_shard_and_keeps_the_items_before():
+    """The rewrite (decode, new id, encode) of a deep item used to raise out of
+    the drain: the shard whose event ran it was blamed, items were dropped
+    silently. Now its own shard fails (unencodable_item, as ijson's path
+    says), after the items before it; the other shard's all arrive."""
+    for query in ({b"sort": [b"k"]}, {}):
+        out = _native(query)
+        out.data(0, b'{"data":[{"id":1,"k":1},{"id":2,"k":3,"x":' + _DEEP + b'}]}')
+        out.end(0)
+        out.data(1, b'{"data":[{"id":3,"k":2},{"id":4,"k":4}]}')
+        out.end(1)
+        assert out.finished, query
+        assert sorted(i["k"] for i in _items(out)) == [1, 2, 4], query
+        assert _failed(out) == {"a": ("unencodable_item", 1)}, query
+
+
+def test_items_before_the_bad_bytes_of_the_only_shard_are_a_list_however_the_body_is_cut():
+    """Sent at once, the good items and the malformed end came in one event,
+    and the gateway answered 502 as if no item had been produced; sent in
+    pieces it answered 200 with them. Now 200 with them either way."""
+    bad = b'{"data":[1,2,{"a":"b"},]}'
+    for native in (False, True):
+        for cuts in ([len(bad)], [10, len(bad)], list(range(1, len(bad) + 1))):
+            sc = Scatter(["a"], "data.item", JSONListEncoder(raw=native), native=native)
+            out = Shell(sc)
+            start = 0
+            for cut in cuts:
+                if sc.reading(0):
+                    out.data(0, bad[start:cut])
+                start = cut
+            if sc.reading(0):
+                out.end(0)
+            out.turn()
+            assert out.status == 200 and out.answer is None, (native, cuts)
+            assert out.doc()["data"] == [1, 2, {"a": "b"}], (native, cuts)
+            assert _failed_one(out) == ("malformed_json", 3), (native, cuts)
+
+
+def _failed_one(out: Shell) -> tuple:
+    (f,) = out.doc()["meta"]["shards"]["failed"]
+    return f["error"], f["items_delivered"]
+
+
+def test_an_owner_field_nothing_can_read_fails_that_shard_alone_after_its_earlier_items():
+    import sys
+
+    from shardstream.core.paths import DottedPath
+
+    assert split.NATIVE, "the native splitter is not built"
+    sc = Scatter(["a", "b"], "data.item", JSONListEncoder(raw=True), native=True,
+                 owner_field=DottedPath.parse("t"), foreign=lambda shard, owner: owner == "other")
+    out = Shell(sc)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(300)
+    try:
+        out.data(0, b'{"data":[{"t":"mine","i":1},{"t":"other","i":2},{"t":"mine","x":'
+                 + _DEEP + b'},{"t":"mine","i":4}]}')
+    finally:
+        sys.setrecursionlimit(limit)
+    out.data(1, b'{"data":[{"t":"mine","i":5}]}')
+    out.end(1)
+    out.turn()
+    assert out.finished
+    assert [i["i"] for i in _items(out)] == [1, 5]
+    assert _failed(out) == {"a": ("unreadable_item", 1)}
