@@ -470,11 +470,25 @@ ListenCheck = Callable[[str], "str | None"]
 
 def load(path: str, check_listen: ListenCheck | None = None) -> Config:
     """Read and validate a config file; raise ConfigError naming file and key."""
+    return read(path, check_listen)[0]
+
+
+def read(path: str, check_listen: ListenCheck | None = None) -> tuple[Config, bytes]:
+    """:func:`load`, and the bytes it was made from (to hand on as they were)."""
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            raw = f.read()
     except OSError as e:
         raise ConfigError(path, "", f"cannot read: {e.strerror or e}") from None
+    return loads(raw, path, check_listen), raw
+
+
+def loads(raw: bytes, path: str, check_listen: ListenCheck | None = None) -> Config:
+    """Validate a config file's bytes; errors name ``path``."""
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, "", f"invalid TOML: not UTF-8 ({e})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, "", f"invalid TOML: {e}") from None
     return parse(data, path, check_listen)

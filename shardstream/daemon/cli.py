@@ -10,7 +10,7 @@ from twisted.python import usage
 from ..core import config as config_mod
 from .endpoints import endpoint_problem
 from .service import GatewayService
-from .startup import EX_CONFIG, StartupError, load_config
+from .startup import EX_CONFIG, StartupError, read_config
 from .supervisor import Supervisor, resolve_workers
 
 DEFAULT_PIDFILE = "twistd.pid"  # twistd's own default
@@ -45,6 +45,7 @@ class Options(usage.Options):
     ]
 
     loaded: config_mod.Config | None = None
+    loaded_bytes = b""  # the file as it was when it loaded, for the workers
     workers = 1
 
     def postOptions(self) -> None:
@@ -61,7 +62,7 @@ class Options(usage.Options):
                 raise StartupError(f"--listen {self['listen']!r}: {problem}", EX_CONFIG)
         if self["config"]:
             try:
-                self.loaded = load_config(self["config"])
+                self.loaded, self.loaded_bytes = read_config(self["config"])
             except config_mod.ConfigError as e:
                 raise StartupError(f"config error: {e}", EX_CONFIG) from None
         else:
@@ -100,5 +101,5 @@ def make_service(options: Any) -> Any:
         return DemoService(listen=options["listen"])
     if options.workers > 1:
         return Supervisor(options.loaded, options["config"], options.workers,
-                          listen=options["listen"])
+                          listen=options["listen"], config_bytes=options.loaded_bytes)
     return GatewayService(options.loaded, listen=options["listen"], config_path=options["config"])

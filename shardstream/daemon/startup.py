@@ -36,9 +36,21 @@ class StartupError(SystemExit):
 
 def load_config(path: str) -> config_mod.Config:
     """The core's loader, with Twisted's endpoint parser judging ``server.listen``."""
+    return read_config(path)[0]
+
+
+def read_config(path: str) -> tuple[config_mod.Config, bytes]:
+    """:func:`load_config`, and the file's bytes it was made from."""
     from .endpoints import endpoint_problem
 
-    return config_mod.load(path, check_listen=endpoint_problem)
+    return config_mod.read(path, check_listen=endpoint_problem)
+
+
+def load_config_bytes(raw: bytes, path: str) -> config_mod.Config:
+    """A config from bytes read earlier (a supervisor's copy); errors name ``path``."""
+    from .endpoints import endpoint_problem
+
+    return config_mod.loads(raw, path, check_listen=endpoint_problem)
 
 
 def prepare_process() -> None:

@@ -30,7 +30,7 @@ from ..observe import metrics as metrics_mod
 from . import notify
 from .endpoints import listen_now, tcp_address
 from .signals import ignore_reloads, install_signal_handlers
-from .startup import ConfiguredService, StartupError, load_config
+from .startup import ConfiguredService, StartupError, read_config
 
 log = Logger(namespace="shardstream.supervisor")
 
@@ -71,12 +71,17 @@ class Supervisor(ConfiguredService):
     name = "shardstream-supervisor"
 
     def __init__(self, config: config_mod.Config, config_path: str, workers: int,
-                 listen: str | None = None, reactor: Any = None, signals: bool = True) -> None:
+                 listen: str | None = None, reactor: Any = None, signals: bool = True,
+                 config_bytes: bytes | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
         self.config = config
         self.config_path = config_path
+        # The file as it was when the running config loaded: a worker started
+        # again after a rejected reload runs that, not the file now on disk.
+        self.config_bytes = config_bytes
+        self.snapshot: str | None = None
         self.count = workers
         self.listen = listen or config.server.listen
         self.signals = signals
@@ -97,6 +102,9 @@ class Supervisor(ConfiguredService):
     def startService(self) -> None:
         super().startService()
         self.metrics_dir = metrics_mod.shared_directory()  # before any metric exists here
+        if self.config_bytes is not None:
+            self.snapshot = _snapshot_path()
+            _write_snapshot(self.snapshot, self.config_bytes)
         self.shared = [_Shared(self.reactor, self.listen, "", WORKER_FD)]
         if self.config.admin.listen is not None:
             self.shared.append(_Shared(self.reactor, self.config.admin.listen, "admin-",
@@ -116,6 +124,8 @@ class Supervisor(ConfiguredService):
         worker = _Worker(self, index)
         args = [sys.executable, "-m", "shardstream.daemon.worker", "--config", self.config_path,
                 "--index", str(index), "--report-fd", str(REPORT_FD)]
+        if self.snapshot is not None:
+            args += ["--config-copy", self.snapshot]
         fds: dict[int, int | str] = {0: 0, 1: 1, 2: 2, REPORT_FD: "r"}
         for shared in self.shared:
             args += shared.worker_args(fds)
@@ -192,14 +202,16 @@ class Supervisor(ConfiguredService):
             return
         if self.announced:
             self.lifecycle.reloading(f"reloading {self.config_path}")
-        try:
-            self.config = load_config(self.config_path)  # its drain times apply from now
+        try:  # its drain times apply from now
+            self.config, raw = read_config(self.config_path)
         except config_mod.ConfigError as e:
             metrics_mod.metrics().reloads.labels("rejected").inc()
             log.error("reload rejected, keeping the running config: {error}", error=str(e),
                       event="reload_rejected")
             self._reloaded(False, "reload rejected; ")
             return
+        if self.snapshot is not None:
+            _write_snapshot(self.snapshot, raw)
         self.reload_pending = set(self.workers) & self.ready
         self.stale = set(self.workers) - self.ready  # still starting: told when they listen
         self.reload_rejected = 0
@@ -270,6 +282,24 @@ class Supervisor(ConfiguredService):
             yield shared.close()
         if self.metrics_dir is not None:
             metrics_mod.remove_directory(self.metrics_dir)
+        if self.snapshot is not None:
+            metrics_mod.remove_directory(os.path.dirname(self.snapshot))
+
+
+def _snapshot_path() -> str:
+    """A private file for the running config's copy (it may hold secrets)."""
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="config-", dir=os.environ.get("RUNTIME_DIRECTORY"))
+    return os.path.join(directory, "running.toml")
+
+
+def _write_snapshot(path: str, raw: bytes) -> None:
+    """Replace the copy at once (a worker starting meanwhile reads the old or the new)."""
+    fd = os.open(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(raw)
+    os.replace(path + ".new", path)
 
 
 def _warn_about_local_limits(config: config_mod.Config, workers: int) -> None:

@@ -23,7 +23,7 @@ from ..observe import logs
 from .endpoints import bound_socket
 from .notify import PipeReporter
 from .service import GatewayService
-from .startup import EX_CONFIG, load_config
+from .startup import EX_CONFIG, load_config, load_config_bytes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     admin = ap.add_mutually_exclusive_group()
     admin.add_argument("--admin-fd", type=int, help="an inherited admin listening socket")
     admin.add_argument("--admin-bind", help="the admin endpoint's family,host,port,backlog")
-    ap.add_argument("--config", required=True)
+    ap.add_argument("--config", required=True, help="the file a SIGHUP reloads")
+    ap.add_argument("--config-copy", help="the supervisor's copy of the running config: what "
+                    "this worker starts with (a reload the supervisor rejected left --config bad)")
     ap.add_argument("--index", type=int, default=0)
     ap.add_argument("--report-fd", type=int, help="a pipe for lifecycle reports to the supervisor")
     a = ap.parse_args(argv)
@@ -43,7 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     # installed then replaces this.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        config = load_config(a.config)
+        raw = None
+        if a.config_copy is not None:
+            try:
+                with open(a.config_copy, "rb") as f:
+                    raw = f.read()
+            except OSError:  # gone (the supervisor is stopping): the file itself
+                pass
+        config = load_config(a.config) if raw is None else load_config_bytes(raw, a.config)
     except config_mod.ConfigError as e:
         sys.stderr.write(f"shardstream worker {a.index}: config error: {e}\n")
         return EX_CONFIG

@@ -192,6 +192,41 @@ def test_workers_share_the_socket_restart_and_follow_signals(tmp_path):
     assert not [p for p in new if os.path.exists(f"/proc/{p}")]  # SIGTERM reached every worker
 
 
+def test_a_worker_started_again_after_a_rejected_reload_runs_the_running_config(tmp_path):
+    """It used to read the file on disk, which the rejected reload had left
+    bad: it exited 78, and was started again every few seconds until the
+    file was fixed. It takes the supervisor's copy of the running config;
+    once a reload is taken, a worker started again takes the new one."""
+    port, cfg = one_dead_shard_config(tmp_path, "workers = 1")
+    good = cfg.read_text()
+    proc = twistd(tmp_path, "--config", str(cfg), "--workers", "2")
+    try:
+        wait_for_line(proc, "listening on")
+        wait_for_line(proc, "listening on")
+        cfg.write_text(good.replace('mode = "scatter"', 'mode = "nonsense"'))
+        proc.send_signal(signal.SIGHUP)
+        wait_for_line(proc, "reload rejected")
+        victim = sorted(children(proc.pid))[0]
+        os.kill(victim, signal.SIGKILL)
+        lines = wait_for_line(proc, "listening on")
+        assert not [line for line in lines if "config error" in line], lines
+        assert len(children(proc.pid)) == 2
+        for _ in range(10):
+            assert get(f"http://127.0.0.1:{port}/a")[0] == 502  # the route as it ran
+        cfg.write_text(good.replace('path = "/a"', 'path = "/b"'))
+        proc.send_signal(signal.SIGHUP)
+        wait_for_line(proc, "reload finished")
+        victim = sorted(children(proc.pid))[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for_line(proc, "listening on")
+        for _ in range(10):  # both workers, the one started again too, serve /b now
+            assert get(f"http://127.0.0.1:{port}/b")[0] == 502
+            assert get(f"http://127.0.0.1:{port}/a")[0] == 404
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
+
+
 @pytest.mark.skipif(not shutil.which("systemd-socket-activate"),
                     reason="systemd-socket-activate (Debian package systemd) is not installed")
 def test_workers_share_a_socket_passed_by_systemd(tmp_path):
