@@ -386,24 +386,29 @@ class LoggedRequestIdTests(unittest.TestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
 
 
+def _lean_against_a_json_shard(case: unittest.TestCase, body: bytes) -> tuple[UpstreamClient, bytes]:
+    """A lean client and the URL of a real shard on loopback that answers ``body``."""
+    from twisted.web import resource, server
+
+    class Body(resource.Resource):
+        isLeaf = True
+
+        def render_GET(self, request):
+            return body
+
+    port = reactor.listenTCP(0, server.Site(Body()), interface="127.0.0.1")
+    case.addCleanup(port.stopListening)
+    client = UpstreamClient(reactor, UpstreamConfig(first_byte_timeout=1.0, client="lean"))
+    case.addCleanup(client.close)
+    return client, b"http://127.0.0.1:%d/x" % port.getHost().port
+
+
 class LeanReuseTests(unittest.TestCase):
     """A pooled connection serves the next GET whatever the last one's sink did."""
 
     @inlineCallbacks
     def test_a_pause_asked_as_the_body_ends_does_not_pause_the_next_exchange(self):
-        from twisted.web import resource, server
-
-        class Body(resource.Resource):
-            isLeaf = True
-
-            def render_GET(self, request):
-                return b'{"data": [1, 2, 3]}'
-
-        port = reactor.listenTCP(0, server.Site(Body()), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        client = UpstreamClient(reactor, UpstreamConfig(first_byte_timeout=1.0, client="lean"))
-        self.addCleanup(client.close)
-        url = b"http://127.0.0.1:%d/x" % port.getHost().port
+        client, url = _lean_against_a_json_shard(self, b'{"data": [1, 2, 3]}')
         for n in range(3):
             sink = _Recorder()
             calls = []
@@ -425,19 +430,7 @@ class LeanWriteNowTests(unittest.TestCase):
         """Twisted queues a write until the poller says writable: a turn later,
         after every other event of this one. The lean client hands a request
         to the kernel at once, and registers nothing with the poller."""
-        from twisted.web import resource, server
-
-        class Body(resource.Resource):
-            isLeaf = True
-
-            def render_GET(self, request):
-                return b'{"data": [1]}'
-
-        port = reactor.listenTCP(0, server.Site(Body()), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        client = UpstreamClient(reactor, UpstreamConfig(first_byte_timeout=1.0, client="lean"))
-        self.addCleanup(client.close)
-        url = b"http://127.0.0.1:%d/x" % port.getHost().port
+        client, url = _lean_against_a_json_shard(self, b'{"data": [1]}')
         sink = _Recorder()
         client.call(b"GET", url, Headers(), None, sink)
         self.assertEqual((yield sink.result), ("end", 200))
