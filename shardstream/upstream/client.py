@@ -40,6 +40,9 @@ from .sink import ShardSink
 log = Logger()
 
 
+TOGETHER = 0.002  # seconds: calls started this close count their deadlines from one moment
+
+
 class UpstreamClient:
     """The gateway's one HTTP client: a persistent pool shared by every request.
 
@@ -54,6 +57,7 @@ class UpstreamClient:
     def __init__(self, reactor: Any, config: UpstreamConfig) -> None:
         self.reactor = reactor
         self.config = config
+        self._moment = float("-inf")  # see start_moment
         self.pool = Pool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = config.max_idle_connections
         self.pool._factory = QuietFactory
@@ -64,6 +68,17 @@ class UpstreamClient:
         if config.client == "lean":  # GETs on llhttp; writes, HEAD and uploads on Twisted's
             self.lean = self.agent = LeanAgent(reactor, endpoints, twisted_agent,
                                                config.max_idle_connections)
+
+    def start_moment(self) -> float:
+        """When a call starting now counts its deadlines from: the moment of
+        the first of the calls started within TOGETHER of it. A list request
+        starts its shard calls one after another (each sends at once); from
+        one moment their deadlines are one, and ring in one reactor turn, so
+        that strict mode names every shard that failed together."""
+        now = self.reactor.seconds()
+        if not 0.0 <= now - self._moment <= TOGETHER:
+            self._moment = now
+        return self._moment
 
     def call(
         self,
@@ -168,11 +183,12 @@ class ShardCall:
                 "internal_error", f"the request could not be made ({e.__class__.__name__}: {e})"))
             return
         total = self.client.config.total_timeout
+        moment = self.client.start_moment()
         # Both deadlines before the timer: it is set once, for the earlier.
         self._deadline("total_timeout", total if total_timeout is None else total_timeout,
-                       f"the shard did not finish within {total:g} s")
+                       f"the shard did not finish within {total:g} s", moment)
         if body_sent is None:
-            self._arm_first_byte()
+            self._arm_first_byte(moment)
         else:
             self._set_timer()
             body_sent.addCallback(self._body_sent)
@@ -331,12 +347,14 @@ class ShardCall:
 
     # -- internals -----------------------------------------------------------
 
-    def _arm(self, code: str, seconds: float, message: str) -> None:
-        self._deadline(code, seconds, message)
+    def _arm(self, code: str, seconds: float, message: str, since: float | None = None) -> None:
+        self._deadline(code, seconds, message, since)
         self._set_timer()
 
-    def _deadline(self, code: str, seconds: float, message: str) -> None:
-        self._deadlines[code] = (self.client.reactor.seconds() + max(seconds, 0.0), message)
+    def _deadline(self, code: str, seconds: float, message: str,
+                  since: float | None = None) -> None:
+        start = self.client.reactor.seconds() if since is None else since
+        self._deadlines[code] = (start + max(seconds, 0.0), message)
 
     def _set_timer(self) -> None:
         """One timer, set for the earliest deadline (moved sooner if needed)."""
@@ -358,10 +376,10 @@ class ShardCall:
         self._arm_first_byte()
         return result  # the same Deferred is the HTTP client's: pass it on untouched
 
-    def _arm_first_byte(self) -> None:
+    def _arm_first_byte(self, since: float | None = None) -> None:
         if not self.done and self._reader is None and not self.responded:
             t = self.client.config.first_byte_timeout
-            self._arm("first_byte_timeout", t, f"no response headers within {t:g} s")
+            self._arm("first_byte_timeout", t, f"no response headers within {t:g} s", since)
 
     def _arm_idle(self, seconds: float) -> None:
         t = self.client.config.idle_timeout

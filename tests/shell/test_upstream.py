@@ -386,6 +386,36 @@ class LoggedRequestIdTests(unittest.TestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
 
 
+class _Hanging:
+    """An agent whose requests are never answered."""
+
+    def request(self, method, uri, headers=None, body=None):
+        return Deferred()
+
+
+class DeadlineMomentTests(unittest.TestCase):
+    def test_calls_started_together_time_out_together_however_long_each_start_took(self):
+        """A list request starts its shard calls one after another, each sending
+        at once; a slow send used to put a later shard's deadline in the next
+        reactor turn, and strict mode named only the first shard of a common
+        timeout. Calls started within TOGETHER share one moment; later ones
+        get their own."""
+        from shardstream.upstream.client import TOGETHER
+
+        clock = Clock()
+        client = UpstreamClient(clock, UpstreamConfig(first_byte_timeout=0.3, total_timeout=5))
+        client.agent = _Hanging()
+        sinks = [Sink() for _ in range(3)]
+        for sink, gap in zip(sinks, (0.0, TOGETHER * 0.75, TOGETHER * 2)):
+            clock.advance(gap)
+            ShardCall(client, sink).start(b"GET", b"http://127.0.0.1:1/x", Headers(), None)
+        clock.advance(0.3 - TOGETHER * 2.75)  # the first call's deadline
+        self.assertEqual([s.events for s in sinks],
+                         [[("failed", "first_byte_timeout")]] * 2 + [[]])
+        clock.advance(TOGETHER * 2.75)
+        self.assertEqual(sinks[2].events, [("failed", "first_byte_timeout")])
+
+
 def _lean_against_a_json_shard(case: unittest.TestCase, body: bytes) -> tuple[UpstreamClient, bytes]:
     """A lean client and the URL of a real shard on loopback that answers ``body``."""
     from twisted.web import resource, server
