@@ -780,7 +780,10 @@ class ReplicaFaults(FaultTestCase):
         self.shard("a1", items("a", 200), drip=0.002)
         self.shard("a2", items("a", 200), drip=0.002)
         self.shard("b", items("b", 200), drip=0.002)
-        base = yield self.start(shards={"a": [self.urls["a1"], self.urls["a2"]], "b": self.urls["b"]})
+        # Twenty lists at once in one process with their shards: on a busy host a
+        # healthy shard's headers can take longer than the suite's 0.5 s.
+        base = yield self.start(shards={"a": [self.urls["a1"], self.urls["a2"]], "b": self.urls["b"]},
+                                upstream={"first_byte_timeout": 5.0, "idle_timeout": 5.0})
         wave = [self.fetch(base + "/v3/events" + q) for q in ("", "?sort=id") * 10]
         yield self.wait_for(lambda: self.sims["a1"].bytes_sent > 0, what="a1 to stream")
         yield self.kill("a1")
