@@ -652,7 +652,7 @@ class Scatter:
                 items, rewritten = self._globalize(rec, items)
             else:
                 rewritten = len(items)
-            chunk, good = self._encode(items[:rewritten])
+            chunk, good = self._encode(items if rewritten == len(items) else items[:rewritten])
             if good:
                 rec.delivered += good
                 rec.consumed += good

@@ -140,7 +140,7 @@ def field_reader(path: DottedPath) -> Callable[[bytes], Any]:
         except (msgspec.DecodeError, RecursionError, ArithmeticError):
             # JSON the splitter passes that msgspec refuses: a lone surrogate
             # escape, an exponent beyond Decimal's, deep nesting elsewhere.
-            return _read_slowly(item, parts)
+            return _read_slowly(item, path)
         for _ in range(depth):
             value = value.f
             if value is None:
@@ -162,15 +162,11 @@ def _number(text: str) -> Any:
         return float(text)
 
 
-def _read_slowly(item: bytes, parts: tuple[str, ...]) -> Any:
+def _read_slowly(item: bytes, path: DottedPath) -> Any:
     """The field by Python's json module, which takes lone surrogates."""
     try:
-        value: Any = json.loads(item, parse_float=_number)
+        doc: Any = json.loads(item, parse_float=_number)
     except (RecursionError, ValueError) as e:
         raise UnreadableField(f"a field of an item could not be read ({e.__class__.__name__}: "
                               f"{e})") from None
-    for part in parts:
-        value = value.get(part) if isinstance(value, dict) else None
-        if value is None:
-            return None
-    return value
+    return path.lookup(doc)

@@ -17,6 +17,7 @@ reload is finished once every worker reported it (notify.py).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -283,7 +284,7 @@ class Supervisor(ConfiguredService):
         if self.metrics_dir is not None:
             metrics_mod.remove_directory(self.metrics_dir)
         if self.snapshot is not None:
-            metrics_mod.remove_directory(os.path.dirname(self.snapshot))
+            shutil.rmtree(os.path.dirname(self.snapshot), ignore_errors=True)
 
 
 def _snapshot_path() -> str:
