@@ -113,7 +113,8 @@ class GatewayService(ConfiguredService):
         _warn_if_open(self.config, self.address)
         if self.signals:  # the process's own service (not one of many in a test run)
             self.reactor.callWhenRunning(collector.settle, self.config.server.gc_threshold)
-        if self.signals:
+        if self.signals:  # now, and again once the reactor has put in its own
+            self._install_signal_handlers()
             self.reactor.callWhenRunning(self._install_signal_handlers)
         self.reactor.callWhenRunning(self.lifecycle.ready, self._serving())
 

@@ -12,7 +12,14 @@ log = Logger(namespace="shardstream")
 
 def install_signal_handlers(reactor: Any, reload: Callable[[], object], label: str) -> None:
     """SIGTERM/SIGINT: a clean stop (exit 0, not twistd's -15); SIGHUP: reload
-    (Twisted installs no SIGHUP handler, and the default kills the process)."""
+    (Twisted installs no SIGHUP handler, and the default kills the process).
+
+    Installed when the service starts, before the reactor runs: twistd starts
+    the service first, and a SIGTERM in between would otherwise kill the
+    process at once, orphaning the workers it had just started. The reactor
+    replaces the SIGTERM handler with its own when it runs, so the service
+    installs these once more after that; a stop asked for before then waits
+    in the reactor's queue for its first turn."""
 
     def stop(signum: int, frame: Any) -> None:
         log.info("{label}: signal {signum}: stopping", label=label, signum=signum)

@@ -111,6 +111,9 @@ class Supervisor(ConfiguredService):
             self.shared.append(_Shared(self.reactor, self.config.admin.listen, "admin-",
                                        ADMIN_FD))
         shown = [shared.open() for shared in self.shared]
+        if self.signals:  # before the workers exist: a SIGTERM from now on stops them too
+            self._install_signal_handlers()
+            self.reactor.callWhenRunning(self._install_signal_handlers)
         for i in range(self.count):
             self._spawn(i)
         log.info("shardstream supervisor on {address}: {n} workers (metrics in {metrics_dir})",
@@ -118,13 +121,12 @@ class Supervisor(ConfiguredService):
                  event="startup")
         self.lifecycle.status(f"starting {self.count} workers on {self.listen}")
         _warn_about_local_limits(self.config, self.count)
-        if self.signals:
-            self.reactor.callWhenRunning(self._install_signal_handlers)
 
     def _spawn(self, index: int) -> None:
         worker = _Worker(self, index)
         args = [sys.executable, "-m", "shardstream.daemon.worker", "--config", self.config_path,
-                "--index", str(index), "--report-fd", str(REPORT_FD)]
+                "--index", str(index), "--report-fd", str(REPORT_FD),
+                "--supervisor-pid", str(os.getpid())]
         if self.snapshot is not None:
             args += ["--config-copy", self.snapshot]
         fds: dict[int, int | str] = {0: 0, 1: 1, 2: 2, REPORT_FD: "r"}

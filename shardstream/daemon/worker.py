@@ -1,7 +1,7 @@
 """One gateway worker process, started by the supervisor (see supervisor.py).
 
     python -m shardstream.daemon.worker (--fd 3 | --bind FAMILY,HOST,PORT,BACKLOG) --config PATH
-        [--index N] [--report-fd 4]
+        [--index N] [--report-fd 4] [--supervisor-pid PID] [--config-copy PATH]
 
 It accepts on the listening socket it inherited as ``--fd``, or on its own
 socket bound with SO_REUSEPORT to the shared address, and otherwise
@@ -13,6 +13,7 @@ on ``--report-fd`` (see notify.py).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -39,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
                     "this worker starts with (a reload the supervisor rejected left --config bad)")
     ap.add_argument("--index", type=int, default=0)
     ap.add_argument("--report-fd", type=int, help="a pipe for lifecycle reports to the supervisor")
+    ap.add_argument("--supervisor-pid", type=int,
+                    help="stop (SIGTERM) when this process, our parent, ends")
     a = ap.parse_args(argv)
+    if a.supervisor_pid is not None and not stop_with_parent(a.supervisor_pid):
+        sys.stderr.write(f"shardstream worker {a.index}: the supervisor is gone\n")
+        return 1
     # A SIGHUP before the reactor runs would kill us (its default action);
     # the supervisor only sends one once we said we listen, and the handler
     # installed then replaces this.
@@ -69,6 +75,21 @@ def main(argv: list[str] | None = None) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
     return 0
+
+
+def stop_with_parent(parent: int) -> bool:
+    """Ask the kernel for a SIGTERM when the supervisor ends, however it ends
+    (SIGKILL, a crash): an orphaned worker would go on serving the port,
+    unsupervised, with no one to stop it. False if the supervisor is gone
+    already (before we asked). Linux only; elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    return os.getppid() == parent
 
 
 if __name__ == "__main__":

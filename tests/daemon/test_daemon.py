@@ -227,6 +227,72 @@ def test_a_worker_started_again_after_a_rejected_reload_runs_the_running_config(
     assert code == 0, out
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's reaper may be slow to collect it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _gone(pids: set[int], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not [p for p in pids if _running(p)]:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_sigterm_before_the_reactor_runs_is_a_clean_stop(tmp_path, workers):
+    """twistd starts the service (which starts the workers) before it runs the
+    reactor, whose signal handlers came only then: a SIGTERM in between (a
+    fresh-clone CI run hit it) killed the supervisor at once, and its workers
+    went on serving, unsupervised, holding the port and the output pipe. Here
+    the gap is held open for 1.5 s so that the SIGTERM lands in it."""
+    port, cfg = one_dead_shard_config(tmp_path, f"workers = {workers}")
+    late_reactor = ("import time; from twisted.internet import reactor; run = reactor.run; "
+                    "reactor.run = lambda *a, **k: (time.sleep(1.5), run(*a, **k)); "
+                    "from twisted.scripts.twistd import run as twistd; twistd()")
+    proc = subprocess.Popen(
+        [TWISTD[0], "-c", late_reactor, "-n", "--pidfile=", "shardstream", "--config", str(cfg)],
+        cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_line(proc, "supervisor on" if workers > 1 else "listening on")
+        pids = children(proc.pid)
+        assert len(pids) == (workers if workers > 1 else 0)
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out  # it was -15: killed by the signal, no drain
+    assert "stopping: draining 2 workers" in out if workers > 1 else "stopping" in out
+    assert _gone(pids), [p for p in pids if _running(p)]
+
+
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path):
+    """SIGKILL (or a crash) gives the supervisor no chance to stop its workers:
+    the kernel sends each one a SIGTERM (PR_SET_PDEATHSIG), and it drains and
+    exits instead of serving the port on its own."""
+    port, cfg = one_dead_shard_config(tmp_path, "workers = 2")
+    proc = twistd(tmp_path, "--config", str(cfg))
+    try:
+        wait_for_line(proc, "service ready")
+        workers = children(proc.pid)
+        assert len(workers) == 2
+        assert get(f"http://127.0.0.1:{port}/a")[0] == 502
+        proc.kill()
+        proc.wait(timeout=10)
+        assert _gone(workers), [p for p in workers if _running(p)]
+        with pytest.raises(OSError):  # nobody serves the port any more
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        for p in workers:
+            if _running(p):
+                os.kill(p, signal.SIGKILL)
+        proc.stdout.close()
+
+
 @pytest.mark.skipif(not shutil.which("systemd-socket-activate"),
                     reason="systemd-socket-activate (Debian package systemd) is not installed")
 def test_workers_share_a_socket_passed_by_systemd(tmp_path):
