@@ -24,7 +24,7 @@ from ..web.site import TrackingSite, make_admin_site, make_site
 from .endpoints import adopt, listen_now
 from .notify import Lifecycle, SystemdNotifier, serving
 from . import collector
-from .signals import install_signal_handlers
+from .signals import install_signal_handlers, install_until_the_reactor_runs
 from .startup import ConfiguredService, StartupError, load_config, prepare_process
 
 log = Logger(namespace="shardstream")
@@ -112,10 +112,8 @@ class GatewayService(ConfiguredService):
         _warn_about(self.config)
         _warn_if_open(self.config, self.address)
         if self.signals:  # the process's own service (not one of many in a test run)
+            install_until_the_reactor_runs(self.reactor, self._install_signal_handlers)
             self.reactor.callWhenRunning(collector.settle, self.config.server.gc_threshold)
-        if self.signals:  # now, and again once the reactor has put in its own
-            self._install_signal_handlers()
-            self.reactor.callWhenRunning(self._install_signal_handlers)
         self.reactor.callWhenRunning(self.lifecycle.ready, self._serving())
 
     def _serving(self) -> str:

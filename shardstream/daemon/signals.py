@@ -14,12 +14,7 @@ def install_signal_handlers(reactor: Any, reload: Callable[[], object], label: s
     """SIGTERM/SIGINT: a clean stop (exit 0, not twistd's -15); SIGHUP: reload
     (Twisted installs no SIGHUP handler, and the default kills the process).
 
-    Installed when the service starts, before the reactor runs: twistd starts
-    the service first, and a SIGTERM in between would otherwise kill the
-    process at once, orphaning the workers it had just started. The reactor
-    replaces the SIGTERM handler with its own when it runs, so the service
-    installs these once more after that; a stop asked for before then waits
-    in the reactor's queue for its first turn."""
+    See install_until_the_reactor_runs for when."""
 
     def stop(signum: int, frame: Any) -> None:
         log.info("{label}: signal {signum}: stopping", label=label, signum=signum)
@@ -31,6 +26,19 @@ def install_signal_handlers(reactor: Any, reload: Callable[[], object], label: s
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, hup)
+
+
+def install_until_the_reactor_runs(reactor: Any, install: Callable[[], None]) -> None:
+    """Install now, and again as the reactor starts. twistd starts the service
+    before it runs the reactor: a SIGTERM in between would kill the process at
+    once (orphaning the workers a supervisor had just started), so the
+    handlers go in now, and a stop asked for then waits in the reactor's queue
+    for its first turn. The reactor puts in its own SIGTERM handler as it
+    starts (which makes twistd exit -15); the first "during startup" trigger
+    after that one puts ours back, before any other start-up work."""
+    install()
+    if not reactor.running:
+        reactor.addSystemEventTrigger("during", "startup", install)
 
 
 def ignore_reloads() -> None:

@@ -30,7 +30,7 @@ from ..core import config as config_mod
 from ..observe import metrics as metrics_mod
 from . import notify
 from .endpoints import listen_now, tcp_address
-from .signals import ignore_reloads, install_signal_handlers
+from .signals import ignore_reloads, install_signal_handlers, install_until_the_reactor_runs
 from .startup import ConfiguredService, StartupError, read_config
 
 log = Logger(namespace="shardstream.supervisor")
@@ -112,8 +112,7 @@ class Supervisor(ConfiguredService):
                                        ADMIN_FD))
         shown = [shared.open() for shared in self.shared]
         if self.signals:  # before the workers exist: a SIGTERM from now on stops them too
-            self._install_signal_handlers()
-            self.reactor.callWhenRunning(self._install_signal_handlers)
+            install_until_the_reactor_runs(self.reactor, self._install_signal_handlers)
         for i in range(self.count):
             self._spawn(i)
         log.info("shardstream supervisor on {address}: {n} workers (metrics in {metrics_dir})",

@@ -87,7 +87,9 @@ def stop_with_parent(parent: int) -> bool:
 
         PR_SET_PDEATHSIG = 1
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        zero = ctypes.c_ulong(0)
+        if libc.prctl(ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGTERM),
+                      zero, zero, zero) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
     return os.getppid() == parent
 

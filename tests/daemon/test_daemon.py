@@ -245,28 +245,40 @@ def _gone(pids: set[int], timeout: float = 15.0) -> bool:
     return False
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_sigterm_before_the_reactor_runs_is_a_clean_stop(tmp_path, workers):
+# Each holds one start-up gap open for 1.5 s, printing a line first, so that
+# the SIGTERM sent on that line lands in it.
+_BEFORE_THE_REACTOR = ("import time; from twisted.internet import reactor; go = reactor.run; "
+                       "reactor.run = lambda *a, **k: (print('gap', flush=True), "
+                       "time.sleep(1.5), go(*a, **k)); ")
+_AS_IT_STARTS = ("import time; from shardstream.daemon import collector; settle = "
+                 "collector.settle; collector.settle = lambda *a: (print('gap', flush=True), "
+                 "time.sleep(1.5), settle(*a)); ")
+
+
+@pytest.mark.parametrize("workers,gap", [(1, _BEFORE_THE_REACTOR), (2, _BEFORE_THE_REACTOR),
+                                         (1, _AS_IT_STARTS)],
+                         ids=["one-process", "supervisor", "one-process-as-the-reactor-starts"])
+def test_a_sigterm_while_starting_is_a_clean_stop(tmp_path, workers, gap):
     """twistd starts the service (which starts the workers) before it runs the
     reactor, whose signal handlers came only then: a SIGTERM in between (a
     fresh-clone CI run hit it) killed the supervisor at once, and its workers
-    went on serving, unsupervised, holding the port and the output pipe. Here
-    the gap is held open for 1.5 s so that the SIGTERM lands in it."""
+    went on serving, unsupervised, holding the port and the output pipe. Once
+    the reactor runs, its own SIGTERM handler (exit -15) was in place until
+    ours went back in, after the start-up work queued before it."""
     port, cfg = one_dead_shard_config(tmp_path, f"workers = {workers}")
-    late_reactor = ("import time; from twisted.internet import reactor; run = reactor.run; "
-                    "reactor.run = lambda *a, **k: (time.sleep(1.5), run(*a, **k)); "
-                    "from twisted.scripts.twistd import run as twistd; twistd()")
     proc = subprocess.Popen(
-        [TWISTD[0], "-c", late_reactor, "-n", "--pidfile=", "shardstream", "--config", str(cfg)],
+        [TWISTD[0], "-c", gap + "from twisted.scripts.twistd import run; run()",
+         "-n", "--pidfile=", "shardstream", "--config", str(cfg)],
         cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for_line(proc, "supervisor on" if workers > 1 else "listening on")
+        wait_for_line(proc, "gap")
         pids = children(proc.pid)
         assert len(pids) == (workers if workers > 1 else 0)
     finally:
         code, out = stop(proc)
-    assert code == 0, out  # it was -15: killed by the signal, no drain
+    assert code == 0, out  # it was -15: killed by the signal, or by twistd after the drain
     assert "stopping: draining 2 workers" in out if workers > 1 else "stopping" in out
+    assert "Traceback" not in out, out
     assert _gone(pids), [p for p in pids if _running(p)]
 
 
