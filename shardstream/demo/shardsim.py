@@ -240,7 +240,7 @@ class _ListWriter:
     def __init__(self, sim: ShardSim, request: Any, items: list[Any], total: int,
                  fault: str | None) -> None:
         self.sim, self.request, self.total, self.fault = sim, request, total, fault
-        self.encoded = [json.dumps(i).encode() for i in items]
+        self.items = items  # encoded as they are sent: a long list starts at once
         self.pos = 0
         self.paused = False
         self.done = False
@@ -290,17 +290,17 @@ class _ListWriter:
             return
         sim = self.sim
         n = 1 if sim.drip else sim.batch
-        end = min(self.pos + n, len(self.encoded))
+        end = min(self.pos + n, len(self.items))
         if self.break_at is not None:
             end = min(end, self.break_at)
         if end > self.pos:
-            chunk = b",".join(self.encoded[self.pos : end])
+            chunk = b",".join(json.dumps(i).encode() for i in self.items[self.pos : end])
             self._write(chunk if self.pos == 0 else b"," + chunk)
             self.pos = end
         if self.break_at is not None and self.pos >= self.break_at:
             self._break()
             return
-        if self.pos >= len(self.encoded):
+        if self.pos >= len(self.items):
             self.done = True
             self._write(b'],"meta":{"total":%d}}' % self.total)
             self.request.unregisterProducer()
