@@ -475,23 +475,39 @@ def load(path: str, check_listen: ListenCheck | None = None) -> Config:
 
 def read(path: str, check_listen: ListenCheck | None = None) -> tuple[Config, bytes]:
     """:func:`load`, and the bytes it was made from (to hand on as they were)."""
+    raw = _read_file(path)
+    return loads(raw, path, check_listen), raw
+
+
+def _read_file(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            return f.read()
     except OSError as e:
         raise ConfigError(path, "", f"cannot read: {e.strerror or e}") from None
-    return loads(raw, path, check_listen), raw
 
 
 def loads(raw: bytes, path: str, check_listen: ListenCheck | None = None) -> Config:
     """Validate a config file's bytes; errors name ``path``."""
+    return parse(_decode(raw, path), path, check_listen)
+
+
+def _decode(raw: bytes, path: str) -> dict[str, Any]:
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise ConfigError(path, "", f"invalid TOML: not UTF-8 ({e})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, "", f"invalid TOML: {e}") from None
-    return parse(data, path, check_listen)
+
+
+def route_paths(path: str) -> set[str]:
+    """The route paths of a config file, validated as at start, except for
+    its [auth] table: that names the keys file, which may not exist yet (the
+    first key is being added) and is what the caller checks against these."""
+    data = _decode(_read_file(path), path)
+    data.pop("auth", None)
+    return {route.path.text for route in parse(data, path).routes}
 
 
 def parse(data: dict[str, Any], source: str = "<config>",

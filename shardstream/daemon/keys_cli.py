@@ -1,12 +1,14 @@
 """``shardstream-keys``: create, list and revoke partner API keys.
 
     shardstream-keys add --file KEYS --partner NAME [--scope PATH[:read|:write]]...
-                         [--rate PER_SECOND] [--burst N] [--concurrency N]
+                         [--rate PER_SECOND] [--burst N] [--concurrency N] [--config GATEWAY]
     shardstream-keys list --file KEYS
     shardstream-keys revoke --file KEYS --partner NAME [--key ID]
 
 ``add`` prints the new key once, alone on the last line of its output; the
-file only ever holds its hash. A partner may have several keys (rotation:
+file only ever holds its hash. With ``--config``, every scope must name a
+route of that gateway config, as the gateway will check when it reads the
+file: a typo is refused here, not found later as a rejected reload. A partner may have several keys (rotation:
 add the new one, move the client over, revoke the old one by id). The
 gateway reads the file at start and on SIGHUP. The file is replaced
 atomically, keeping its permissions (0600 when it is new).
@@ -25,7 +27,7 @@ from typing import Any
 import tomli_w
 
 from ..core import keys
-from ..core.config import ConfigError
+from ..core.config import ConfigError, route_paths
 
 HEADER = ("# shardstream partner API keys: hashes only, never a key. Managed with\n"
           "# shardstream-keys add|list|revoke; the gateway re-reads it on SIGHUP.\n")
@@ -70,11 +72,12 @@ def add(a: argparse.Namespace) -> int:
     for name in ("rate", "burst", "concurrency"):
         if getattr(a, name) is not None:
             entry[name] = getattr(a, name)
+    routes = None if a.config is None else route_paths(a.config)
     key_id, key = keys.new_key()
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     entry.setdefault("keys", []).append({"id": key_id, "hash": keys.hash_key(key),
                                          "created": created})
-    keys.parse(data, a.file)
+    keys.parse(data, a.file, routes)
     _save(a.file, data)
     print(f"added key {key_id} for partner {a.partner} ({a.file}); it is shown once:")
     print(key)
@@ -122,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, help="requests per second")
     p.add_argument("--burst", type=int)
     p.add_argument("--concurrency", type=int, help="list streams in flight")
+    p.add_argument("--config", help="the gateway's config file: refuse scopes that name "
+                   "none of its routes")
     p.set_defaults(run=add)
     p = sub.add_parser("list", help="partners, scopes, limits and key ids")
     p.add_argument("--file", required=True)

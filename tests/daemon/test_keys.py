@@ -41,6 +41,24 @@ def test_add_prints_the_key_once_and_the_file_holds_only_its_hash(tmp_path):
     assert one not in keys_cmd(tmp_path, "list", "--file", "keys.toml").stdout
 
 
+def test_add_with_the_gateway_config_refuses_a_scope_that_names_no_route(tmp_path):
+    """Without --config, a typo in a scope is written, and the gateway then
+    refuses the file at its next reload (or start)."""
+    cfg = _gateway_config(tmp_path, free_port())  # one route: /a
+    out = keys_cmd(tmp_path, "add", "--file", "keys.toml", "--partner", "acme",
+                   "--scope", "/b:read", "--config", str(cfg))
+    assert out.returncode == 1, out
+    assert "keys.toml: partners.acme.scopes: '/b' is not the path of any route" in out.stderr
+    assert not (tmp_path / "keys.toml").exists() and "ssk_" not in out.stdout
+    out = keys_cmd(tmp_path, "add", "--file", "keys.toml", "--partner", "acme",
+                   "--scope", "/a:read", "--config", str(cfg))
+    assert out.returncode == 0, out.stderr
+    out = keys_cmd(tmp_path, "add", "--file", "keys.toml", "--partner", "acme",
+                   "--scope", "/a", "--config", str(tmp_path / "missing.toml"))
+    assert out.returncode == 1 and "missing.toml" in out.stderr and "cannot read" in out.stderr
+    assert keys_cmd(tmp_path, "list", "--file", "keys.toml").stdout.count("  key ") == 1
+
+
 def test_bad_use_is_refused_with_a_message(tmp_path):
     out = keys_cmd(tmp_path, "add", "--file", "keys.toml", "--partner", "acme")
     assert out.returncode != 0 and "needs at least one --scope" in out.stderr
