@@ -40,7 +40,6 @@ from .sink import ShardSink
 log = Logger()
 
 
-TOGETHER = 0.002  # seconds: calls started this close count their deadlines from one moment
 
 
 class UpstreamClient:
@@ -57,7 +56,7 @@ class UpstreamClient:
     def __init__(self, reactor: Any, config: UpstreamConfig) -> None:
         self.reactor = reactor
         self.config = config
-        self._moment = float("-inf")  # see start_moment
+        self._moment: float | None = None  # see start_moment
         self.pool = Pool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = config.max_idle_connections
         self.pool._factory = QuietFactory
@@ -70,15 +69,19 @@ class UpstreamClient:
                                                config.max_idle_connections)
 
     def start_moment(self) -> float:
-        """When a call starting now counts its deadlines from: the moment of
-        the first of the calls started within TOGETHER of it. A list request
-        starts its shard calls one after another (each sends at once); from
-        one moment their deadlines are one, and ring in one reactor turn, so
-        that strict mode names every shard that failed together."""
-        now = self.reactor.seconds()
-        if not 0.0 <= now - self._moment <= TOGETHER:
-            self._moment = now
+        """When a call starting now counts its deadlines from: the moment the
+        first call of this reactor turn started. A list request starts its
+        shard calls one after another in one turn (each sends at once); from
+        one moment their deadlines are one, and ring in one turn, so that
+        strict mode names every shard that failed together, however long
+        the sends took (a busy host once put 2 ms between two of them)."""
+        if self._moment is None:
+            self._moment = self.reactor.seconds()
+            self.reactor.callLater(0, self._next_turn)
         return self._moment
+
+    def _next_turn(self) -> None:
+        self._moment = None
 
     def call(
         self,

@@ -394,25 +394,30 @@ class _Hanging:
 
 
 class DeadlineMomentTests(unittest.TestCase):
-    def test_calls_started_together_time_out_together_however_long_each_start_took(self):
+    def test_calls_started_in_one_turn_time_out_together_however_long_each_start_took(self):
         """A list request starts its shard calls one after another, each sending
         at once; a slow send used to put a later shard's deadline in the next
         reactor turn, and strict mode named only the first shard of a common
-        timeout. Calls started within TOGETHER share one moment; later ones
-        get their own."""
-        from shardstream.upstream.client import TOGETHER
-
+        timeout. Calls started in one reactor turn share one moment (the first
+        one's); a call of a later turn gets its own."""
         clock = Clock()
         client = UpstreamClient(clock, UpstreamConfig(first_byte_timeout=0.3, total_timeout=5))
         client.agent = _Hanging()
         sinks = [Sink() for _ in range(3)]
-        for sink, gap in zip(sinks, (0.0, TOGETHER * 0.75, TOGETHER * 2)):
-            clock.advance(gap)
+
+        def start(sink: Sink) -> None:
             ShardCall(client, sink).start(b"GET", b"http://127.0.0.1:1/x", Headers(), None)
-        clock.advance(0.3 - TOGETHER * 2.75)  # the first call's deadline
+
+        start(sinks[0])
+        clock.rightNow += 0.05  # a slow send, in the same turn: no timer runs
+        start(sinks[1])
+        clock.advance(0)  # the next turn
+        clock.rightNow += 0.001
+        start(sinks[2])
+        clock.advance(0.3 - 0.051)  # the first call's deadline
         self.assertEqual([s.events for s in sinks],
                          [[("failed", "first_byte_timeout")]] * 2 + [[]])
-        clock.advance(TOGETHER * 2.75)
+        clock.advance(0.051)
         self.assertEqual(sinks[2].events, [("failed", "first_byte_timeout")])
 
 
