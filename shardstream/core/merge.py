@@ -48,10 +48,16 @@ class _Desc:
         return hash(self.k)
 
 
+_RANK = {bool: 1, int: 2, float: 2, Decimal: 2, str: 3}  # by exact type: one lookup
+
+
 def value_key(value: Any) -> tuple[Any, ...]:
     """JSON values in a total order: booleans, numbers (numerically), strings
     (by code point, so ISO timestamps sort by time), then arrays and objects
     (by their compact JSON text). null and missing are handled by the caller."""
+    rank = _RANK.get(type(value))
+    if rank is not None:
+        return (rank, value)
     if isinstance(value, bool):
         return (1, value)
     if isinstance(value, (int, float, Decimal)):
@@ -67,25 +73,42 @@ def value_key(value: Any) -> tuple[Any, ...]:
 def sort_key(path: DottedPath | str, descending: bool = False,
              raw: bool = False) -> Callable[[Any], Any]:
     """The merge key of an item for a dotted path; null/missing sort last.
-    ``raw``: items are JSON bytes, of which only the key is decoded."""
+    ``raw``: items are JSON bytes, of which only the key is decoded.
+
+    An ascending key is one flat tuple, ``(0, rank, value)``: the merge's heap
+    compares keys several times per item, and a nested tuple costs a level
+    more in each comparison (the sorted merge's largest share of CPU)."""
     dotted = path if isinstance(path, DottedPath) else DottedPath.parse(path)
     parts = dotted.parts
     single = parts[0] if len(parts) == 1 else None
-    read = field_reader(dotted) if raw else None
+
+    def rank(value: Any) -> Any:
+        if value is None:
+            return _MISSING
+        k = value_key(value)
+        return (0, _Desc(k)) if descending else (0, *k)
+
+    if raw:
+        read = field_reader(dotted)
+        ranks = _RANK
+
+        def raw_key(item: bytes) -> Any:
+            value = read(item)
+            r = ranks.get(type(value))
+            if r is not None and not descending:
+                return (0, r, value)
+            return rank(value)
+
+        return raw_key
 
     def key(item: Any) -> Any:
-        if read is not None:
-            value = read(item)
-        elif single is not None:
+        if single is not None:
             value = item.get(single) if isinstance(item, dict) else None
         else:
             value = item
             for part in parts:
                 value = value.get(part) if isinstance(value, dict) else None
-        if value is None:
-            return _MISSING
-        k = value_key(value)
-        return (0, _Desc(k)) if descending else (0, k)
+        return rank(value)
 
     return key
 

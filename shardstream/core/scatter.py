@@ -182,6 +182,9 @@ class Scatter:
         self._want_total = bool(total)
         self._id_paths = tuple(id_fields)
         self._raw_ids = ids.raw_globalizer(self._id_paths) if native and id_fields else None
+        # Items that leave as the shard's bytes, untouched: a sorted merge's
+        # batches (often one item each) are then joined in one go.
+        self._plain = native and not id_fields and owner_field is None
         self._cursor = cursor
         # Is this item of that shard another shard's? ``foreign(shard, owner)``
         # is asked with the item's ``owner_field`` (its tenant). Such an item
@@ -622,6 +625,9 @@ class Scatter:
 
     def _deliver(self, batches: list[tuple[int, list[Any]]]) -> int:
         """Skip, rewrite, encode; the number of items dropped as another shard's."""
+        if self._plain and not self._skip:
+            self._deliver_plain(batches)
+            return 0
         out = self._out
         broken: dict[int, ShardError] = {}  # shard -> why its later items are dropped
         dropped = 0
@@ -671,6 +677,30 @@ class Scatter:
             if rec.state in (READING, ENDED):  # an ended shard's queued items count too
                 self._close(rec, FAILED, error, cancel=True)
         return dropped
+
+    def _deliver_plain(self, batches: list[tuple[int, list[Any]]]) -> None:
+        """Items as the shards' bytes, nothing to drop or rewrite: each
+        shard's count moves on and every batch goes out in one chunk (joining
+        bytes cannot fail, so no item can break its shard here)."""
+        shards = self._shards
+        good = 0
+        for shard, items in batches:
+            rec = shards[shard]
+            n = len(items)
+            rec.delivered += n
+            rec.consumed += n
+            good += n
+        if not good:
+            return
+        if not self._started:
+            self._out.append(self._encoder.begin())
+            self._started = True
+        chunk = self._encoder.items(batches[0][1] if len(batches) == 1
+                                    else [item for _, items in batches for item in items])
+        if self._left is not None:
+            self._left -= good
+        self._out.append(chunk)
+        self._buffered += len(chunk)
 
     def _own(self, rec: _Shard, items: list[Any]) -> tuple[list[Any], ShardError | None]:
         """The items that are this shard's own (``owner_field``), up to the

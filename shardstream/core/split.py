@@ -141,6 +141,8 @@ def field_reader(path: DottedPath) -> Callable[[bytes], Any]:
             # JSON the splitter passes that msgspec refuses: a lone surrogate
             # escape, an exponent beyond Decimal's, deep nesting elsewhere.
             return _read_slowly(item, path)
+        if depth == 1:  # most keys (a sorted merge reads one per item): no loop
+            return value.f
         for _ in range(depth):
             value = value.f
             if value is None:
